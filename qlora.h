@@ -64,6 +64,9 @@
 */
 #ifndef QLORA_H_INCLUDED
 #define QLORA_H_INCLUDED
+#if defined(QLORA_IMPLEMENTATION) && !defined(_GNU_SOURCE) && !defined(_WIN32)
+#define _GNU_SOURCE   // mmap, fsync, sysconf: must precede the first system header
+#endif
 
 // >>version
 #define QLORA_VERSION_MAJOR 0
@@ -206,9 +209,6 @@ QLORA_API void         qlora_parallel_for(qlora_ctx *ctx, void (*task)(void *arg
 #define QLORA__IMPLEMENTATION_DONE
 
 // >>impl-config
-#if !defined(_GNU_SOURCE) && !defined(_WIN32)
-#define _GNU_SOURCE
-#endif
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
