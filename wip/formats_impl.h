@@ -737,6 +737,7 @@ QLORA__DEF qlora_result qlora_st_write(qlora_ctx *ctx, const char *path, const q
     size_t *sizes = (size_t *)qlora__calloc(n + 2, sizeof *sizes);
     qlora__buf h = { NULL, 0, 0, 0 };
     qlora_result r = QLORA_OK;
+    size_t off = 0;
     if (!ord || !parts || !sizes) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "%s: out of memory", path); goto done; }
     for (size_t i = 0; i < n; i++) {
         size_t nel = 1, bytes;
@@ -750,7 +751,6 @@ QLORA__DEF qlora_result qlora_st_write(qlora_ctx *ctx, const char *path, const q
     }
     qsort(ord, n, sizeof *ord, qlora__st_entry_cmp);
     { static const char meta[] = "{\"__metadata__\":{\"format\":\"pt\"}"; qlora__buf_put(&h, meta, sizeof meta - 1); }
-    size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         qlora__buf_put(&h, ",", 1);
         qlora__buf_json_str(&h, ord[i]->name);

@@ -61,7 +61,7 @@ def write_test_gguf(path: str) -> None:
     w.add_bool("test.bool_true", True)
     w.add_bool("test.bool_false", False)
     w.add_string("test.string", "h\u00e9llo w\u00f6rld \u2603")   # UTF-8, 17 bytes
-    w.add_string("test.empty_string", "")
+    w.add_key_value("test.empty_string", "", VT.STRING)   # add_string() drops ""
     w.add_uint64("test.uint64", 18446744073709551615)
     w.add_int64("test.int64", -9000000000000000000)
     w.add_float64("test.float64", 2.718281828459045)

@@ -1,0 +1,34 @@
+"""Declarative list of generated kernels (the spec.yaml of STYLE.md 5.7, as plain Python data so
+the generator needs nothing but Jinja2).
+
+FORMATS: weight format -> qlora_type enum, template family, format parameters.
+KERNELS: one dict per generated kernel: op, weight format, activation format, isa, unroll.
+Priority comes from isa.py. Names follow STYLE.md 5.2:
+  function  qlora_k_<op>_<wfmt>_<afmt>__<isa>
+  file      kernels_generated/<isa>/<op>-<wfmt>-<afmt>-<isa>.h
+"""
+
+FORMATS = {
+    # plain floats: elem = how one element is stored
+    "f32":  dict(type="QLORA_TYPE_F32",  template="dot_float.h.j2", elem="f32"),
+    "f16":  dict(type="QLORA_TYPE_F16",  template="dot_float.h.j2", elem="f16"),
+    "bf16": dict(type="QLORA_TYPE_BF16", template="dot_float.h.j2", elem="bf16"),
+    # ggml blocks of 32: bytes = block size, header = bytes before qs
+    "q8_0": dict(type="QLORA_TYPE_Q8_0", template="dot_ggml.h.j2", kind="q8_0", bytes=34, header=2),
+    "q4_0": dict(type="QLORA_TYPE_Q4_0", template="dot_ggml.h.j2", kind="q4_0", bytes=18, header=2),
+    "q4_1": dict(type="QLORA_TYPE_Q4_1", template="dot_ggml.h.j2", kind="q4_1", bytes=20, header=4),
+    # bitsandbytes blockwise: 4-bit code books (tables in qlora.h >>quant-tables) and int8
+    "nf4":  dict(type="QLORA_TYPE_NF4",  template="dot_bnb4.h.j2", lut="qlora__nf4_code"),
+    "fp4":  dict(type="QLORA_TYPE_FP4",  template="dot_bnb4.h.j2", lut="qlora__fp4_code"),
+    "int4": dict(type="QLORA_TYPE_INT4", template="dot_bnb4.h.j2", lut="qlora__int4_code"),
+    "int8": dict(type="QLORA_TYPE_INT8", template="dot_int8.h.j2"),
+}
+
+# unroll: independent accumulators (scalar) / vectors per loop iteration (SIMD)
+UNROLL = {"scalar": 4, "avx2": 2, "avx512": 2}
+
+KERNELS = [
+    dict(op="dot", wfmt=w, afmt="f32", isa=isa, unroll=UNROLL[isa])
+    for isa in ("scalar", "avx2", "avx512")
+    for w in ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "nf4", "fp4", "int4", "int8")
+]
