@@ -585,7 +585,7 @@ static const float qlora__nf4_code[16] = {
 // by 12 in float32 (get_4bit_type("fp4"): data /= data.abs().max()).
 static const float qlora__fp4_code[16] = {
      0.0f,  0.0625f / 12.0f,  8.0f / 12.0f,  12.0f / 12.0f,  4.0f / 12.0f,  6.0f / 12.0f,  2.0f / 12.0f,  3.0f / 12.0f,
-    -0.0f, -0.0625f / 12.0f, -8.0f / 12.0f, -12.0f / 12.0f, -4.0f / 12.0f, -6.0f / 12.0f, -2.0f / 12.0f, -3.0f / 12.0f
+     0.0f, -0.0625f / 12.0f, -8.0f / 12.0f, -12.0f / 12.0f, -4.0f / 12.0f, -6.0f / 12.0f, -2.0f / 12.0f, -3.0f / 12.0f
 };
 // INT4 symmetric: stored nibble s = q + 8 with q in [-7, 7]; level = q / 7 (s = 0 is never written).
 static const float qlora__int4_code[16] = {

@@ -155,10 +155,11 @@ static int qlora__cmp_float(const void *a, const void *b) {
 }
 
 QLORA__DEF void qlora_dynamic_map(int is_signed, float map[256]) {
+    static const double p10[7] = { 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0 };   // == Python 10**(i-6)
     int n = 0;
     for (int i = 0; i < 7; i++) {
         int k = is_signed ? (1 << i) + 1 : (1 << (i + 1)) + 1;
-        float scale = (float)pow(10.0, (double)(i - 6));          // Python 10**(i-6), then float32
+        float scale = (float)p10[i];                            // torch casts the scalar to float32
         for (int j = 0; j + 1 < k; j++) {
             float a = qlora__linspace(0.1f, 1.0f, k, j), b = qlora__linspace(0.1f, 1.0f, k, j + 1);
             float mean = (a + b) / 2.0f;
@@ -176,7 +177,7 @@ QLORA__DEF void qlora_dynamic_map(int is_signed, float map[256]) {
 // by a 4-level cascade; then a scalar tail, then the lanes in order. mean = sum / n.
 static float qlora__torch_sum(const float *x, size_t n, int lanes) {
     enum { ILP = 4, LEVELS = 4, MAXL = 16 };
-    size_t W = (size_t)lanes, nrows_ilp = 1, width = 1;
+    size_t W = (size_t)QLORA__MIN(QLORA__MAX(lanes, 1), (int)MAXL), nrows_ilp = 1, width = 1;
     const float *p = x;
     size_t nvec = 0;
     float final_acc = 0.0f;
