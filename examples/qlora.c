@@ -247,7 +247,7 @@ int main(int argc, char **argv) {
         rc = 0;
         goto done;
     }
-    if (!m->tok && !(a.ids && !strcmp(a.cmd, "generate") && !a.prompt && !a.text)) { die("%s: this model has no tokenizer: pass --tokenizer", a.model); goto done; }
+    if (!m->tok && !(a.ids && !strcmp(a.cmd, "generate") && !a.prompt && !a.text)) { die("%s: this model has no tokenizer (llama2.c file, or no tokenizer.json): pass --tokenizer", a.model); goto done; }
 
     if (!strcmp(a.cmd, "tokenize")) {
         size_t len = 0, n = 0;

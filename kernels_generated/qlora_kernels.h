@@ -7,7 +7,17 @@
 #define QLORA_KERNELS_ABI 1
 
 #if defined(QLORA__X86)
+// GCC 12 in C++ mode warns inside its own AVX-512 intrinsics (`__m512 __Y = __Y;`, GCC PR 105593);
+// the diagnostic is attributed to the header, so silencing it around the include is enough.
+#if defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
 #endif
 
 #if 1

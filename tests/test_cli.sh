@@ -117,7 +117,7 @@ if need $F/stories260K.bin; then
   printf '{"hidden_size": 64, "num_hidden_layers": 5,,}' > $T/hfbad/config.json
   expect_err "malformed config.json" "config.json: line 1, column 44" $Q info $T/hfbad --tokenizer $F/tok512.bin
   cp $T/config.good $T/hfbad/config.json
-  expect_err "HF dir without tokenizer" "no tokenizer.json" $Q info $T/hfbad
+  expect_err "HF dir without tokenizer" "no tokenizer" $Q generate $T/hfbad --prompt hi
   python3 - "$T/hfbad/model.safetensors" <<'EOF'
 import sys, json, struct
 p = sys.argv[1]

@@ -665,7 +665,10 @@ static qlora_result qlora__load_hf(qlora_ctx *ctx, const char *dir, qlora_model 
     c->head_dim = (int)qlora_json_num(cfg, "head_dim", c->n_heads > 0 ? c->dim / c->n_heads : 0);
     c->tied_embeddings = (int)qlora_json_num(cfg, "tie_word_embeddings", 0);
     {
-        const qlora_json *rs = qlora_json_get(cfg, "rope_scaling");
+        // transformers v4: "rope_theta" + "rope_scaling"; v5: "rope_parameters" holds both
+        const qlora_json *rs = qlora_json_get(cfg, "rope_parameters");
+        if (rs && rs->type == QLORA_JSON_OBJECT) c->rope_theta = (float)qlora_json_num(rs, "rope_theta", c->rope_theta);
+        else rs = qlora_json_get(cfg, "rope_scaling");
         if (rs && rs->type == QLORA_JSON_OBJECT) {
             const char *ty = qlora_json_str(rs, "rope_type", qlora_json_str(rs, "type", ""));
             c->rope_factor = (float)qlora_json_num(rs, "factor", 1.0);
@@ -761,12 +764,10 @@ QLORA__DEF qlora_result qlora_model_load(qlora_ctx *ctx, const char *path, const
     qlora_result r;
     if (qlora__is_dir(path)) {
         r = qlora__load_hf(ctx, path, m);
-        if (r == QLORA_OK && !tok_path) {
+        if (r == QLORA_OK && !tok_path) {                 // no tokenizer.json: m->tok stays NULL
             char tp[4096];
             snprintf(tp, sizeof tp, "%s/tokenizer.json", path);
-            if (!qlora__file_exists(tp))
-                r = QLORA__ERR(ctx, QLORA_ERR_NOT_FOUND, "%s: no tokenizer.json (pass a tokenizer explicitly)", path);
-            else r = qlora_tokenizer_load_hf(ctx, tp, &m->tok);
+            if (qlora__file_exists(tp)) r = qlora_tokenizer_load_hf(ctx, tp, &m->tok);
         }
     } else {
         qlora_file f;
@@ -922,6 +923,15 @@ QLORA__DEF qlora_result qlora_model_save_hf(qlora_ctx *ctx, const qlora_model *m
             c->dim, c->hidden_dim, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
             c->max_seq_len, (double)c->norm_eps, (double)c->rope_theta, c->tied_embeddings ? "true" : "false",
             m->tok ? qlora_tokenizer_bos(m->tok) : 1, m->tok ? qlora_tokenizer_eos(m->tok) : 2);
+        if (c->rope_scaling != QLORA_ROPE_SCALING_NONE) {      // reopen the object for rope_scaling
+            b.n -= 3;                                           // drop "\n}\n"
+            if (c->rope_scaling == QLORA_ROPE_SCALING_LINEAR)
+                qlora__buf_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": %.9g}\n}\n", (double)c->rope_factor);
+            else
+                qlora__buf_printf(&b, ",\n  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %.9g, \"low_freq_factor\": %.9g, "
+                                  "\"high_freq_factor\": %.9g, \"original_max_position_embeddings\": %d}\n}\n",
+                                  (double)c->rope_factor, (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor, c->rope_orig_ctx);
+        }
         if (b.oom) { QLORA__FREE(b.p); r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "save: out of memory"); goto done; }
         const void *parts[1] = { b.p };
         size_t sizes[1] = { b.n };

@@ -1,0 +1,380 @@
+// tests/test_kernels.c - every registered dot kernel against its qlora__ref_ spec, the dispatch
+// (force_isa), and qlora_matvec / qlora_matmul against dequantize-then-dot.
+//
+// Error measure (QLORA_DOT_TOLERANCE, wip/kernels_api.h): for a dot of n terms
+//     |got - ref| <= QLORA_DOT_TOLERANCE * S,   S = sum_i |deq(w_i) * x_i|   (computed in double)
+// i.e. the error is relative to the magnitude of the terms, not of the (possibly cancelling) sum.
+//
+//   ./build/test_kernels           run the tests
+//   ./build/test_kernels --bench   also print GFLOP/s of dot nf4 / q4_1 per ISA at n = 576, 1536
+#define QLORA_IMPLEMENTATION
+#include "qlora.h"
+#include "tests/qlora_test.h"
+#include <time.h>
+
+// ---- registry ---------------------------------------------------------------------------------
+typedef struct { qlora_isa isa; qlora_type type; qlora_dot_fn fn; const char *name; int prio; } kentry;
+static const kentry registry[] = {
+#ifdef QLORA_GENERATED_KERNELS
+#define QLORA_KERNEL(isa, type, fn, prio) { isa, type, fn, #fn, prio },
+#include "kernels_generated/qlora_kernels.inc"
+#undef QLORA_KERNEL
+#endif
+    { QLORA_ISA_REF, QLORA_TYPE_COUNT, NULL, NULL, 0 }
+};
+#define N_REGISTRY (sizeof registry / sizeof registry[0] - 1)
+
+static unsigned g_cpu;
+static int cpu_has(qlora_isa isa) {
+    if (isa == QLORA_ISA_AVX2) return (g_cpu & QLORA_CPU_AVX2) != 0;
+    if (isa == QLORA_ISA_AVX512) return (g_cpu & QLORA_CPU_AVX512) != 0;
+    if (isa == QLORA_ISA_NEON) return (g_cpu & QLORA_CPU_NEON) != 0;
+    return 1;
+}
+
+// ---- random data ------------------------------------------------------------------------------
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint32_t rnd_u32(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return (uint32_t)(rng >> 32); }
+static float rnd_f(float lo, float hi) { return lo + (hi - lo) * (float)(rnd_u32() >> 8) / 16777216.0f; }
+
+// A row of n weights of type t (+ bnb scales) with random content.
+typedef struct { uint8_t *w; float *scales; size_t n, bs, nbytes; } row_t;
+static size_t row_bytes(qlora_type t, size_t n) {
+    if (t == QLORA_TYPE_INT8) return n;
+    if (qlora_type_is_bnb(t)) return n / 2;
+    return qlora_ggml_row_bytes(t, n);
+}
+static void row_make(row_t *r, qlora_type t, size_t n, size_t bs) {
+    r->n = n; r->bs = bs; r->nbytes = row_bytes(t, n);
+    r->w = (uint8_t *)malloc(r->nbytes + 1);
+    r->scales = (float *)malloc(sizeof(float) * (bs ? n / bs + 1 : 1));
+    for (size_t i = 0; i < r->nbytes; i++) r->w[i] = (uint8_t)rnd_u32();
+    if (bs) for (size_t b = 0; b < n / bs; b++) r->scales[b] = rnd_f(0.05f, 2.0f);
+    size_t i;
+    switch (t) {
+    case QLORA_TYPE_F32: for (i = 0; i < n; i++) { float v = rnd_f(-1, 1); memcpy(r->w + 4 * i, &v, 4); } break;
+    case QLORA_TYPE_F16: for (i = 0; i < n; i++) { uint16_t h = qlora__f32_to_fp16(rnd_f(-1, 1)); memcpy(r->w + 2 * i, &h, 2); } break;
+    case QLORA_TYPE_BF16: for (i = 0; i < n; i++) { uint16_t h = qlora__f32_to_bf16(rnd_f(-1, 1)); memcpy(r->w + 2 * i, &h, 2); } break;
+    case QLORA_TYPE_Q8_0: case QLORA_TYPE_Q4_0: case QLORA_TYPE_Q4_1: {
+        size_t bb = t == QLORA_TYPE_Q8_0 ? 34 : t == QLORA_TYPE_Q4_0 ? 18 : 20;
+        for (size_t b = 0; b < n / 32; b++) {
+            uint16_t d = qlora__f32_to_fp16(rnd_f(0.001f, 0.05f)), m = qlora__f32_to_fp16(rnd_f(-0.4f, 0.0f));
+            memcpy(r->w + b * bb, &d, 2);
+            if (t == QLORA_TYPE_Q4_1) memcpy(r->w + b * bb + 2, &m, 2);
+        }
+    } break;
+    default: break;   // bnb: random code bytes are valid data
+    }
+}
+static void row_free(row_t *r) { free(r->w); free(r->scales); }
+
+// Element-wise dequantization through the quantization module (the definition of deq()).
+static void row_deq(qlora_type t, const row_t *r, float *out) {
+    size_t n = r->n;
+    switch (t) {
+    case QLORA_TYPE_F32: memcpy(out, r->w, n * 4); break;
+    case QLORA_TYPE_F16: for (size_t i = 0; i < n; i++) out[i] = qlora__fp16_to_f32(qlora__rd_u16(r->w + 2 * i)); break;
+    case QLORA_TYPE_BF16: for (size_t i = 0; i < n; i++) out[i] = qlora__bf16_to_f32(qlora__rd_u16(r->w + 2 * i)); break;
+    case QLORA_TYPE_Q8_0: case QLORA_TYPE_Q4_0: case QLORA_TYPE_Q4_1:
+        CHECK(qlora_ggml_dequantize(t, r->w, n, out) == QLORA_OK); break;
+    default:
+        if ((r->bs & (r->bs - 1)) == 0 && r->bs >= 32) {
+            CHECK(qlora_bnb_dequantize(t, r->w, r->scales, n, (int)r->bs, out) == QLORA_OK);
+        } else {   // block sizes qlora_bnb_dequantize refuses (kernel tail paths): same formula by hand
+            for (size_t i = 0; i < n; i++) {
+                float s = r->scales[i / r->bs];
+                if (t == QLORA_TYPE_INT8) out[i] = (float)(int8_t)r->w[i] / 127.0f * s;
+                else out[i] = qlora_bnb_code4(t)[(i & 1) ? (r->w[i / 2] & 15) : (r->w[i / 2] >> 4)] * s;
+            }
+        }
+    }
+}
+
+// ---- 1. every registered kernel vs the reference ----------------------------------------------
+static void test_kernel(const kentry *k) {
+    qlora_type t = k->type;
+    size_t bss_bnb[] = { 64, 32, 256, 48 }, bss_none[] = { 0 };
+    size_t *bss = qlora_type_is_bnb(t) ? bss_bnb : bss_none;
+    size_t nbs = qlora_type_is_bnb(t) ? 4 : 1;
+    double worst = 0.0;
+    int cases = 0;
+    for (size_t ib = 0; ib < nbs; ib++) {
+        size_t bs = bss[ib];
+        size_t sizes[8], ns = 0;
+        if (qlora_type_is_bnb(t)) {
+            size_t big = (4096 + 64 + bs - 1) / bs * bs;
+            sizes[0] = bs; sizes[1] = 2 * bs; sizes[2] = 3 * bs; sizes[3] = 5 * bs; sizes[4] = 9 * bs; sizes[5] = big; ns = 6;
+        } else if (t == QLORA_TYPE_Q8_0 || t == QLORA_TYPE_Q4_0 || t == QLORA_TYPE_Q4_1) {
+            sizes[0] = 32; sizes[1] = 64; sizes[2] = 96; sizes[3] = 160; sizes[4] = 576; sizes[5] = 4160; ns = 6;
+        } else {
+            sizes[0] = 1; sizes[1] = 7; sizes[2] = 31; sizes[3] = 33; sizes[4] = 64; sizes[5] = 100; sizes[6] = 4099; sizes[7] = 4160; ns = 8;
+        }
+        for (size_t is = 0; is < ns; is++) {
+            size_t n = sizes[is];
+            row_t r;
+            row_make(&r, t, n, bs);
+            // x at an odd float offset so nothing is 32-byte aligned
+            float *xbuf = (float *)malloc(sizeof(float) * (n + 3)), *x = xbuf + 3;
+            float *deq = (float *)malloc(sizeof(float) * n);
+            for (size_t i = 0; i < n; i++) x[i] = rnd_f(-1, 1);
+            row_deq(t, &r, deq);
+            double exact = 0.0, S = 0.0;
+            for (size_t i = 0; i < n; i++) { exact += (double)deq[i] * x[i]; S += fabs((double)deq[i] * x[i]); }
+            float ref = qlora__ref_dot[t](r.w, r.scales, x, n, bs);
+            float got = k->fn(r.w, r.scales, x, n, bs);
+            double err = fabs((double)got - (double)ref), lim = QLORA_DOT_TOLERANCE * S + 1e-30;
+            CHECK_MSG(err <= lim, "%s n=%zu bs=%zu: got %.9g ref %.9g (err %.3g > %.3g)", k->name, n, bs, got, ref, err, lim);
+            // the reference itself is sum deq(w_i) x_i (float products, double sum)
+            CHECK_MSG(fabs((double)ref - exact) <= 1e-6 * S + 1e-30, "ref %s n=%zu: %.9g vs exact %.9g", qlora_type_name(t), n, ref, exact);
+            if (S > 0 && err / S > worst) worst = err / S;
+            cases++;
+            free(xbuf); free(deq); row_free(&r);
+        }
+    }
+    printf("  %-32s %2d cases, worst |err|/S = %.2e (tol %.0e)\n", k->name, cases, worst, (double)QLORA_DOT_TOLERANCE);
+}
+
+// ---- 2. dispatch / force_isa ------------------------------------------------------------------
+static void test_dispatch(void) {
+    qlora_isa isas[] = { QLORA_ISA_REF, QLORA_ISA_SCALAR, QLORA_ISA_AVX2, QLORA_ISA_AVX512, QLORA_ISA_AUTO };
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        qlora_ctx_config cc; memset(&cc, 0, sizeof cc);
+        cc.n_threads = 1; cc.force_isa = isas[i];
+        qlora_ctx *ctx = NULL;
+        CHECK(qlora_ctx_create(&cc, &ctx) == QLORA_OK);
+        if (!ctx) continue;
+        // what should win: the widest allowed ISA the CPU has that has a kernel (all types have all three)
+        const char *want;
+#ifdef QLORA_GENERATED_KERNELS
+        int has2 = (g_cpu & QLORA_CPU_AVX2) != 0, has512 = (g_cpu & QLORA_CPU_AVX512) != 0;
+        switch (isas[i]) {
+        case QLORA_ISA_REF: want = NULL; break;
+        case QLORA_ISA_SCALAR: want = "__scalar"; break;
+        case QLORA_ISA_AVX2: want = has2 ? "__avx2" : "__scalar"; break;
+        default: want = has512 ? "__avx512" : has2 ? "__avx2" : "__scalar"; break;
+        }
+#else
+        want = NULL;
+#endif
+        char buf[2048];
+        qlora_ctx_describe(ctx, buf, sizeof buf);
+        printf("  force_isa=%-6s -> isa=%-6s %s\n", qlora_isa_name(isas[i]), qlora_isa_name(qlora_ctx_isa(ctx)), buf);
+        CHECK(strstr(buf, (g_cpu & QLORA_CPU_AVX2) ? "avx2=yes" : "avx2=no") != NULL);
+        CHECK(strstr(buf, (g_cpu & QLORA_CPU_AVX512) ? "avx512=yes" : "avx512=no") != NULL);
+        for (int t = 0; t < QLORA_TYPE_COUNT; t++) {
+            const char *name = NULL;
+            qlora_dot_fn fn = qlora_ctx_dot(ctx, (qlora_type)t, &name);
+            CHECK(fn != NULL && name != NULL);
+            if (!name) continue;
+            char expect[64];
+            if (!want) {
+                snprintf(expect, sizeof expect, "qlora__ref_dot_%s_f32", qlora_type_name((qlora_type)t));
+                CHECK_MSG(strcmp(name, expect) == 0, "force %s type %s: %s", qlora_isa_name(isas[i]), qlora_type_name((qlora_type)t), name);
+                CHECK(fn == qlora__ref_dot[t]);
+            } else {
+                snprintf(expect, sizeof expect, "qlora_k_dot_%s_f32%s", qlora_type_name((qlora_type)t), want);
+                CHECK_MSG(strcmp(name, expect) == 0, "force %s type %s: %s (want %s)", qlora_isa_name(isas[i]), qlora_type_name((qlora_type)t), name, expect);
+            }
+            CHECK(strstr(buf, name) != NULL);
+        }
+        if (isas[i] == QLORA_ISA_REF) CHECK(qlora_ctx_isa(ctx) == QLORA_ISA_REF);
+        // a short buffer is truncated, never overrun
+        char small[16];
+        memset(small, 'x', sizeof small);
+        qlora_ctx_describe(ctx, small, 10);
+        CHECK(strlen(small) == 9 && small[10] == 'x');
+        qlora_ctx_destroy(ctx);
+    }
+    CHECK(qlora_ctx_dot(NULL, QLORA_TYPE_NF4, NULL) == qlora__ref_dot[QLORA_TYPE_NF4]);
+    CHECK(qlora_ctx_dot(NULL, QLORA_TYPE_COUNT, NULL) == NULL);
+}
+
+// ---- 3. matvec / matmul -----------------------------------------------------------------------
+typedef struct {
+    qlora_tensor W;
+    float *src;         // the float matrix it was quantized from (unused for ggml: random blocks)
+    float *map;
+} tensor_case;
+
+static void make_tensor(tensor_case *c, qlora_type t, size_t ne0, size_t rows, int bs, int dq) {
+    memset(c, 0, sizeof *c);
+    qlora_tensor *W = &c->W;
+    W->type = t; W->ne[0] = (int64_t)ne0; W->ne[1] = (int64_t)rows; W->ne[2] = W->ne[3] = 1; W->n_dims = 2;
+    size_t n = ne0 * rows;
+    if (qlora_type_is_bnb(t)) {
+        c->src = (float *)malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) c->src[i] = rnd_f(-1, 1) * rnd_f(0.1f, 1.0f);
+        size_t nb = qlora_bnb_nblocks(n, bs);
+        W->blocksize = bs;
+        W->data = malloc(qlora_bnb_code_bytes(t, n));
+        float *absmax = (float *)malloc(sizeof(float) * nb);
+        CHECK(qlora_bnb_quantize(t, c->src, n, bs, (uint8_t *)W->data, absmax) == QLORA_OK);
+        if (dq) {
+            c->map = (float *)malloc(sizeof(float) * 256);
+            qlora_dynamic_map(1, c->map);
+            W->qabsmax = (uint8_t *)malloc(nb);
+            W->absmax2 = (float *)malloc(sizeof(float) * ((nb + 255) / 256));
+            W->code2 = c->map;
+            CHECK(qlora_double_quantize(absmax, nb, c->map, W->qabsmax, W->absmax2, &W->offset) == QLORA_OK);
+            free(absmax);
+        } else {
+            W->absmax = absmax;
+        }
+    } else {
+        row_t r;
+        row_make(&r, t, n, 0);   // rows are back to back, so one long row is the whole matrix
+        W->data = r.w;
+        free(r.scales);
+    }
+}
+static void free_tensor(tensor_case *c) {
+    free(c->W.data); free(c->W.absmax); free(c->W.qabsmax); free(c->W.absmax2); free(c->map); free(c->src);
+}
+
+// y_naive[t, r] = sum_c deq(W)[r, c] * X[t, c] in double; S[t, r] = sum |.|
+static void naive(const qlora_tensor *W, const float *X, size_t T, double *y, double *S) {
+    size_t ne0 = (size_t)W->ne[0], rows = (size_t)W->ne[1];
+    float *deq = (float *)malloc(sizeof(float) * ne0 * rows);
+    CHECK(qlora_tensor_dequantize_rows(W, 0, rows, deq) == QLORA_OK);
+    for (size_t t = 0; t < T; t++)
+        for (size_t r = 0; r < rows; r++) {
+            double a = 0, s = 0;
+            for (size_t c = 0; c < ne0; c++) { double p = (double)deq[r * ne0 + c] * X[t * ne0 + c]; a += p; s += fabs(p); }
+            y[t * rows + r] = a; S[t * rows + r] = s;
+        }
+    free(deq);
+}
+
+static void test_matvec_case(qlora_ctx **ctxs, int nctx, qlora_type t, size_t ne0, size_t rows, int bs, int dq) {
+    tensor_case c;
+    make_tensor(&c, t, ne0, rows, bs, dq);
+    const size_t T = 5;
+    float *X = (float *)malloc(sizeof(float) * T * ne0), *Y = (float *)malloc(sizeof(float) * T * rows);
+    float *y1 = (float *)malloc(sizeof(float) * rows), *y0 = (float *)malloc(sizeof(float) * rows);
+    double *yn = (double *)malloc(sizeof(double) * T * rows), *S = (double *)malloc(sizeof(double) * T * rows);
+    for (size_t i = 0; i < T * ne0; i++) X[i] = rnd_f(-1, 1);
+    naive(&c.W, X, T, yn, S);
+    double worst = 0;
+    for (int ci = 0; ci < nctx; ci++) {
+        for (size_t i = 0; i < T * rows; i++) Y[i] = NAN;   // poison
+        CHECK(qlora_matmul(ctxs[ci], &c.W, X, T, Y) == QLORA_OK);
+        for (size_t i = 0; i < T * rows; i++) {
+            double err = fabs((double)Y[i] - yn[i]);
+            CHECK_MSG(err <= QLORA_DOT_TOLERANCE * S[i] + 1e-30, "matmul %s ne0=%zu bs=%d dq=%d ctx %d [%zu]: %.9g vs %.9g",
+                      qlora_type_name(t), ne0, bs, dq, ci, i, Y[i], yn[i]);
+            if (S[i] > 0 && err / S[i] > worst) worst = err / S[i];
+        }
+        // matvec of row t of X is bitwise the same as row t of the matmul
+        for (size_t tt = 0; tt < T; tt++) {
+            for (size_t r = 0; r < rows; r++) y1[r] = NAN;
+            CHECK(qlora_matvec(ctxs[ci], &c.W, X + tt * ne0, y1) == QLORA_OK);
+            CHECK(memcmp(y1, Y + tt * rows, rows * sizeof(float)) == 0);
+        }
+        // bitwise identical across thread counts (ctxs[0..2] = 1, 2, 3 threads, same ISA)
+        if (ci == 0) memcpy(y0, Y, rows * sizeof(float));
+        if (ci == 1 || ci == 2) CHECK_MSG(memcmp(y0, Y, rows * sizeof(float)) == 0, "%s: threads differ", qlora_type_name(t));
+    }
+    printf("  matmul %-5s ne0=%-5zu rows=%-3zu bs=%-3d dq=%d: worst |err|/S = %.2e over %d contexts\n",
+           qlora_type_name(t), ne0, rows, bs, dq, worst, nctx);
+    free(X); free(Y); free(y1); free(y0); free(yn); free(S);
+    free_tensor(&c);
+}
+
+static void test_matvec(void) {
+    // contexts 0..2: auto ISA with 1, 2, 3 threads; then one per forced ISA
+    qlora_isa forced[] = { QLORA_ISA_AUTO, QLORA_ISA_AUTO, QLORA_ISA_AUTO, QLORA_ISA_REF, QLORA_ISA_SCALAR, QLORA_ISA_AVX2 };
+    int threads[] = { 1, 2, 3, 2, 2, 2 };
+    qlora_ctx *ctxs[6];
+    int nctx = 6;
+    for (int i = 0; i < nctx; i++) {
+        qlora_ctx_config cc; memset(&cc, 0, sizeof cc);
+        cc.n_threads = threads[i]; cc.force_isa = forced[i];
+        ctxs[i] = NULL;
+        CHECK(qlora_ctx_create(&cc, &ctxs[i]) == QLORA_OK);
+        if (!ctxs[i]) return;
+    }
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 172, 37, 64, 0);    // stories260K: rows straddle blocks
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 172, 37, 64, 1);    //   + double quant
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 576, 64, 64, 1);    // SmolLM2 width, aligned rows
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 64 * 300, 3, 64, 1); // > 256 blocks per row: chunked scales
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 600, 70, 256, 1);   // 300 blocks: double-quant groups of 256 cross rows
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_FP4, 576, 19, 64, 0);
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_INT4, 172, 21, 64, 1);
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_INT8, 172, 21, 64, 0);
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_INT8, 1536, 17, 128, 1);
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_Q4_1, 576, 50, 0, 0);
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_Q4_0, 576, 23, 0, 0);
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_Q8_0, 1536, 23, 0, 0);
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_F32, 173, 29, 0, 0);
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_F16, 100, 29, 0, 0);
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_BF16, 64, 9, 0, 0);
+
+    // errors come back as results with a message, never a crash
+    qlora_tensor bad; memset(&bad, 0, sizeof bad);
+    float x[64], y[4];
+    for (int i = 0; i < 64; i++) x[i] = 1.0f;
+    CHECK(qlora_matvec(ctxs[0], NULL, x, y) == QLORA_ERR_INVALID_ARG);
+    uint8_t blk[20 * 4];
+    memset(blk, 0, sizeof blk);
+    bad.type = QLORA_TYPE_Q4_1; bad.ne[0] = 40; bad.ne[1] = 2; bad.n_dims = 2; bad.data = blk;
+    CHECK(qlora_matvec(ctxs[0], &bad, x, y) == QLORA_ERR_SHAPE);
+    CHECK(strstr(qlora_ctx_error(ctxs[0]), "multiple of 32") != NULL);
+    bad.type = QLORA_TYPE_NF4; bad.ne[0] = 64; bad.blocksize = 64;    // no absmax
+    CHECK(qlora_matvec(ctxs[0], &bad, x, y) == QLORA_ERR_INVALID_ARG);
+    bad.type = QLORA_TYPE_F32; bad.ne[0] = 16; bad.ne[1] = 4;
+    float wz[64]; memset(wz, 0, sizeof wz); bad.data = wz;
+    CHECK(qlora_matmul(ctxs[0], &bad, x, 0, NULL) == QLORA_OK);      // T = 0: nothing to do
+    CHECK(qlora_matvec(ctxs[0], &bad, x, y) == QLORA_OK && y[0] == 0.0f && y[3] == 0.0f);
+    for (int i = 0; i < nctx; i++) qlora_ctx_destroy(ctxs[i]);
+}
+
+// ---- benchmark (--bench) ----------------------------------------------------------------------
+static double now_s(void) { return (double)clock() / CLOCKS_PER_SEC; }
+static void bench_one(const char *name, qlora_dot_fn fn, qlora_type t, size_t n) {
+    row_t r;
+    size_t bs = qlora_type_is_bnb(t) ? 64 : 0;
+    row_make(&r, t, n, bs);
+    float *x = (float *)malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = rnd_f(-1, 1);
+    volatile float sink = 0;
+    long iters = 1000;
+    double t0, dt;
+    for (;;) {
+        t0 = now_s();
+        for (long i = 0; i < iters; i++) sink += fn(r.w, r.scales, x, n, bs);
+        dt = now_s() - t0;
+        if (dt > 0.2) break;
+        iters *= 4;
+    }
+    (void)sink;
+    printf("  %-32s n=%-5zu %8.2f GFLOP/s  (%6.1f ns/dot)\n", name, n, 2.0 * (double)n * (double)iters / dt * 1e-9, dt / (double)iters * 1e9);
+    free(x); row_free(&r);
+}
+static void bench(void) {
+    qlora_type types[] = { QLORA_TYPE_NF4, QLORA_TYPE_Q4_1 };
+    size_t ns[] = { 576, 1536 };
+    printf("bench (single thread, GFLOP/s = 2n / time per dot):\n");
+    for (int it = 0; it < 2; it++)
+        for (int in = 0; in < 2; in++) {
+            bench_one(qlora__ref_dot_name[types[it]], qlora__ref_dot[types[it]], types[it], ns[in]);
+            for (size_t i = 0; registry[i].fn; i++)
+                if (registry[i].type == types[it] && cpu_has(registry[i].isa)) bench_one(registry[i].name, registry[i].fn, types[it], ns[in]);
+        }
+}
+
+int main(int argc, char **argv) {
+    g_cpu = qlora_cpu_features();
+    printf("test_kernels: %zu registered kernels; cpu avx2=%d avx512=%d\n", (size_t)N_REGISTRY,
+           (g_cpu & QLORA_CPU_AVX2) != 0, (g_cpu & QLORA_CPU_AVX512) != 0);
+#ifndef QLORA_GENERATED_KERNELS
+    printf("  (built without QLORA_GENERATED_KERNELS: reference only)\n");
+#endif
+    for (size_t i = 0; registry[i].fn; i++) {
+        if (!cpu_has(registry[i].isa)) { printf("  %-32s SKIP (cpu lacks %s)\n", registry[i].name, qlora_isa_name(registry[i].isa)); continue; }
+        test_kernel(&registry[i]);
+    }
+    test_dispatch();
+    test_matvec();
+    if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench();
+    return QT_DONE("test_kernels");
+}
