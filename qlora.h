@@ -198,6 +198,11 @@ QLORA_API void         qlora_parallel_for(qlora_ctx *ctx, void (*task)(void *arg
 #include "wip/formats_api.h"
 #include "wip/tokenizer_api.h"
 #include "wip/model_api.h"
+#include "wip/lora_api.h"
+#include "wip/optim_api.h"
+#include "wip/data_api.h"
+#include "wip/adapter_api.h"
+#include "wip/train_api.h"
 
 #ifdef __cplusplus
 }
@@ -627,6 +632,11 @@ static const float qlora__int4_code[16] = {
 #include "wip/formats_impl.h"
 #include "wip/tokenizer_impl.h"
 #include "wip/model_impl.h"
+#include "wip/lora_impl.h"
+#include "wip/optim_impl.h"
+#include "wip/data_impl.h"
+#include "wip/adapter_impl.h"
+#include "wip/train_impl.h"
 
 #endif // QLORA_IMPLEMENTATION
 

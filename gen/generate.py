@@ -19,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+sys.dont_write_bytecode = True
 import jinja2  # noqa: E402
 
 import isa as isa_mod  # noqa: E402

@@ -9,7 +9,7 @@
 //   ./build/test_kernels --bench   also print GFLOP/s of dot nf4 / q4_1 per ISA at n = 576, 1536
 #define QLORA_IMPLEMENTATION
 #include "qlora.h"
-#include "tests/qlora_test.h"
+#include "qlora_test.h"
 #include <time.h>
 
 // ---- registry ---------------------------------------------------------------------------------
@@ -132,6 +132,28 @@ static void test_kernel(const kentry *k) {
         }
     }
     printf("  %-32s %2d cases, worst |err|/S = %.2e (tol %.0e)\n", k->name, cases, worst, (double)QLORA_DOT_TOLERANCE);
+}
+
+// ---- 1b. the reference dequantizes exactly as the quantization module does ------------------
+// With x = e_i the reference returns deq(w_i) itself (one float product by 1.0, an exact double
+// sum), so this checks deq() bit for bit against qlora_bnb_dequantize / qlora_ggml_dequantize.
+static void test_ref_is_deq(void) {
+    for (int t = 0; t < QLORA_TYPE_COUNT; t++) {
+        size_t bs = qlora_type_is_bnb((qlora_type)t) ? 32 : 0, n = 96;
+        row_t r;
+        row_make(&r, (qlora_type)t, n, bs);
+        float *x = (float *)calloc(n, sizeof(float)), *deq = (float *)malloc(sizeof(float) * n);
+        row_deq((qlora_type)t, &r, deq);
+        int bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            x[i] = 1.0f;
+            float v = qlora__ref_dot[t](r.w, r.scales, x, n, bs);
+            if (!(v == deq[i])) bad++;
+            x[i] = 0.0f;
+        }
+        CHECK_MSG(bad == 0, "%s: reference deq differs from the quantization module in %d of %zu elements", qlora_type_name((qlora_type)t), bad, n);
+        free(x); free(deq); row_free(&r);
+    }
 }
 
 // ---- 2. dispatch / force_isa ------------------------------------------------------------------
@@ -298,6 +320,9 @@ static void test_matvec(void) {
     test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 576, 64, 64, 1);    // SmolLM2 width, aligned rows
     test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 64 * 300, 3, 64, 1); // > 256 blocks per row: chunked scales
     test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 600, 70, 256, 1);   // 300 blocks: double-quant groups of 256 cross rows
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 64 * 300 + 44, 3, 64, 1); // head + 300 blocks (2 chunks) + tail
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_NF4, 20, 9, 64, 0);      // rows shorter than a block
+    test_matvec_case(ctxs, nctx, QLORA_TYPE_INT4, 33, 5, 32, 0);     // odd ne0: rows start on odd nibbles
     test_matvec_case(ctxs, nctx, QLORA_TYPE_FP4, 576, 19, 64, 0);
     test_matvec_case(ctxs, nctx, QLORA_TYPE_INT4, 172, 21, 64, 1);
     test_matvec_case(ctxs, nctx, QLORA_TYPE_INT8, 172, 21, 64, 0);
@@ -363,6 +388,7 @@ static void bench(void) {
 }
 
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);   // keep stdout and the stderr FAIL lines in order
     g_cpu = qlora_cpu_features();
     printf("test_kernels: %zu registered kernels; cpu avx2=%d avx512=%d\n", (size_t)N_REGISTRY,
            (g_cpu & QLORA_CPU_AVX2) != 0, (g_cpu & QLORA_CPU_AVX512) != 0);
@@ -373,6 +399,7 @@ int main(int argc, char **argv) {
         if (!cpu_has(registry[i].isa)) { printf("  %-32s SKIP (cpu lacks %s)\n", registry[i].name, qlora_isa_name(registry[i].isa)); continue; }
         test_kernel(&registry[i]);
     }
+    test_ref_is_deq();
     test_dispatch();
     test_matvec();
     if (argc > 1 && strcmp(argv[1], "--bench") == 0) bench();

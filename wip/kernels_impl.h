@@ -237,8 +237,8 @@ QLORA__DEF void qlora_ctx_describe(const qlora_ctx *ctx, char *buf, size_t cap) 
 // row is one call of the dispatched dot, so y is bitwise identical for any thread count.
 // bnb formats: block scales are decoded per row into a stack buffer (double quantization:
 // absmax = code2[qabsmax[b]] * absmax2[b / 256] + offset, float multiply then float add, exactly
-// qlora_double_dequantize). A row that does not start on a block boundary (e.g. stories260K:
-// ne0 = 172, blocksize 64 -- bnb blocks run over the flattened matrix) takes the reference path.
+// qlora_double_dequantize). bnb blocks run over the flattened matrix, so a row may start and end
+// inside a block (stories260K: ne0 = 172, blocksize 64); those partial blocks use the reference.
 #define QLORA__MATVEC_SCALES 256   // scales decoded per chunk (stack buffer)
 
 static size_t qlora__kern_row_bytes(qlora_type t, size_t n) {
@@ -303,30 +303,26 @@ static void qlora__matmul_task(void *arg, int ith, int nth) {
         }
         return;
     }
+    // bnb: a row is [g0, g0 + ne0) of the flattened matrix. When ne0 % bs != 0 (stories260K:
+    // ne0 = 172, bs = 64) it starts inside a block: head (rest of that block) and tail (start of
+    // the last one) take the reference path, the whole blocks in between the dispatched kernel.
     size_t bs = (size_t)W->blocksize;
     float sc[QLORA__MATVEC_SCALES];   // decoded absmax of one chunk of a row's blocks
     for (size_t r = r0; r < r1; r++) {
-        size_t g0 = r * ne0;
-        if (ne0 % bs != 0) {          // blocks straddle rows: reference path
-            for (size_t t = 0; t < a->T; t++) a->Y[t * a->rows + r] = qlora__bnb_dot_range(W, g0, ne0, a->X + t * ne0);
-            continue;
-        }
-        // Row = whole blocks [g0/bs, (g0+ne0)/bs); chunks of QLORA__MATVEC_SCALES blocks.
-        size_t nb = ne0 / bs, b0 = g0 / bs, chunk = QLORA__MATVEC_SCALES;
-        if (nb <= chunk) {
-            for (size_t j = 0; j < nb; j++) sc[j] = qlora__bnb_scale(W, b0 + j);
-            const uint8_t *wr = (const uint8_t *)W->data + qlora__kern_row_bytes(W->type, g0);
-            for (size_t t = 0; t < a->T; t++) a->Y[t * a->rows + r] = a->dot(wr, sc, a->X + t * ne0, ne0, bs);
-            continue;
-        }
-        for (size_t t = 0; t < a->T; t++) a->Y[t * a->rows + r] = 0.0f;
-        for (size_t c = 0; c < nb; c += chunk) {    // very long rows: fixed chunking, same for any nth
-            size_t m = QLORA__MIN(chunk, nb - c);
+        size_t g0 = r * ne0, head = QLORA__MIN(ne0, (bs - g0 % bs) % bs);
+        size_t nb = (ne0 - head) / bs, b0 = (g0 + head) / bs, tail = head + nb * bs;
+        for (size_t t = 0; t < a->T; t++)
+            a->Y[t * a->rows + r] = head ? qlora__bnb_dot_range(W, g0, head, a->X + t * ne0) : 0.0f;
+        for (size_t c = 0; c < nb; c += QLORA__MATVEC_SCALES) {   // fixed chunks: same for any nth
+            size_t m = QLORA__MIN((size_t)QLORA__MATVEC_SCALES, nb - c), e = head + c * bs;
             for (size_t j = 0; j < m; j++) sc[j] = qlora__bnb_scale(W, b0 + c + j);
-            const uint8_t *wr = (const uint8_t *)W->data + qlora__kern_row_bytes(W->type, g0 + c * bs);
+            const uint8_t *wr = (const uint8_t *)W->data + qlora__kern_row_bytes(W->type, g0 + e);
             for (size_t t = 0; t < a->T; t++)
-                a->Y[t * a->rows + r] += a->dot(wr, sc, a->X + t * ne0 + c * bs, m * bs, bs);
+                a->Y[t * a->rows + r] += a->dot(wr, sc, a->X + t * ne0 + e, m * bs, bs);
         }
+        if (tail < ne0)
+            for (size_t t = 0; t < a->T; t++)
+                a->Y[t * a->rows + r] += qlora__bnb_dot_range(W, g0 + tail, ne0 - tail, a->X + t * ne0 + tail);
     }
 }
 

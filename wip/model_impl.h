@@ -438,7 +438,9 @@ static qlora_result qlora__load_llama2c(qlora_ctx *ctx, const char *path, qlora_
     c->vocab_size = h[5]; c->max_seq_len = h[6];
     c->tied_embeddings = shared;
     qlora__model_defaults(c);
-    if ((r = qlora__model_check_config(ctx, path, c)) != QLORA_OK) return r;
+    if (qlora__model_check_config(ctx, path, c) != QLORA_OK)
+        return QLORA__ERR(ctx, QLORA_ERR_FORMAT, "%s: not a recognised model file (no GGUF magic, not a HF directory, and as a llama2.c checkpoint its header is impossible: dim %d, layers %d, heads %d/%d, vocab %d)",
+                          path, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->vocab_size);
     if (c->dim % c->n_heads) return QLORA__ERR(ctx, QLORA_ERR_SHAPE, "%s: dim %d not divisible by %d heads", path, c->dim, c->n_heads);
     size_t C = (size_t)c->dim, F = (size_t)c->hidden_dim, L = (size_t)c->n_layers, V = (size_t)c->vocab_size;
     size_t kvd = (size_t)c->n_kv_heads * (size_t)c->head_dim, D = (size_t)c->head_dim, S = (size_t)(c->max_seq_len > 0 ? c->max_seq_len : 0);

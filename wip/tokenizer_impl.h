@@ -594,6 +594,7 @@ QLORA__DEF qlora_result qlora_tokenize(const qlora_tokenizer *t, const char *tex
     if (!t || (!text && len) || (!ids && cap)) return QLORA_ERR_INVALID_ARG;
     if (!text) text = "";
     if (len == 0) len = strlen(text);                          // 0 = NUL-terminated
+    if (len > ((size_t)1 << 30)) return QLORA_ERR_RANGE;       // symbol offsets are 32-bit; split larger texts
     qlora__tokwork w;
     memset(&w, 0, sizeof w);
     qlora_result r = QLORA_OK;
@@ -650,7 +651,7 @@ QLORA__DEF size_t qlora_token_to_piece(const qlora_tokenizer *t, int32_t id, cha
     size_t n = qlora__strtab_len(&t->vocab, id), o = 0;
     int type = t->type[id];
     if (type == QLORA__TT_USER) return qlora__put(buf, cap, 0, s, n);
-    if (type == QLORA__TT_BYTE || (t->algo == QLORA__ALGO_LLAMA2C && type == QLORA__TT_NORMAL && qlora__byte_token(s, n) >= 0)) {
+    if (type == QLORA__TT_BYTE) {                              // <0xXX> -> that byte
         int b = qlora__byte_token(s, n);
         char c = (char)b;
         return b >= 0 ? qlora__put(buf, cap, 0, &c, 1) : 0;
@@ -1075,7 +1076,7 @@ done:
 }
 
 // ---- queries
-QLORA__DEF qlora_tok_kind qlora_tokenizer_kind(const qlora_tokenizer *t) { return t->algo == QLORA__ALGO_BPE ? QLORA_TOK_BPE : QLORA_TOK_SPM; }
+QLORA__DEF qlora_tok_kind qlora_tokenizer_kind(const qlora_tokenizer *t) { return t && t->algo == QLORA__ALGO_BPE ? QLORA_TOK_BPE : QLORA_TOK_SPM; }
 QLORA__DEF int32_t qlora_tokenizer_n_vocab(const qlora_tokenizer *t) { return t ? t->n_vocab : 0; }
 QLORA__DEF int32_t qlora_tokenizer_bos(const qlora_tokenizer *t) { return t ? t->bos : -1; }
 QLORA__DEF int32_t qlora_tokenizer_eos(const qlora_tokenizer *t) { return t ? t->eos : -1; }
