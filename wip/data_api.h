@@ -21,9 +21,9 @@ typedef enum qlora_data_format {
 
 // Zero-initialised = defaults.
 typedef struct qlora_data_config {
+    int      max_seq_length;    // T (default 256); longer examples are truncated (start kept)
     qlora_data_format format;   // default AUTO
     const char *field;          // jsonl: key of the text (default "text")
-    int      max_seq_length;    // T (default 256); longer examples are truncated (start kept)
     int      packing;           // concatenate examples (each ending in EOS) into full T windows
     int      no_eos;            // do not append EOS to jsonl/alpaca/fortune examples
     int      skip_long_prompts; // skip (and count) examples whose prompt fills T, instead of failing

@@ -114,7 +114,8 @@ static qlora_result qlora__db_tok(qlora__dbuild *b, const char *s, size_t len, i
 // (or skipped with skip_long_prompts).
 static qlora_result qlora__db_push(qlora__dbuild *b, const int32_t *ids, const int32_t *lab, size_t n, size_t n_prompt) {
     if (b->full || n == 0) return QLORA_OK;
-    if (n > (size_t)b->T) { n = (size_t)b->T; b->n_truncated++; }
+    int cut = n > (size_t)b->T;
+    if (cut) n = (size_t)b->T;
     size_t targets = 0;
     for (size_t t = 1; t < n; t++) {
         int32_t l = lab ? lab[t] : ids[t];
@@ -144,6 +145,7 @@ static qlora_result qlora__db_push(qlora__dbuild *b, const int32_t *ids, const i
     b->n++;
     b->off[b->n] = b->n_tok;
     b->n_loss += targets;
+    b->n_truncated += (size_t)cut;
     if (b->cfg->max_samples && b->n >= b->cfg->max_samples) b->full = 1;
     return QLORA_OK;
 }

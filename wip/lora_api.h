@@ -32,7 +32,7 @@ typedef struct qlora_lora_module {
     qlora_module mod;
     int    in, out;           // W is (out, in)
     float *A, *dA;            // (r, in)
-    float *B, *dB;            // (out, r)   rows in qlora.h's internal order (q/k: GGUF RoPE order)
+    float *B, *dB;            // (out, r)   Hugging Face row order (as PEFT stores it)
     float *bias, *dbias;      // (out) trainable base bias (bias mode), else NULL
 } qlora_lora_module;
 

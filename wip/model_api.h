@@ -27,8 +27,8 @@ typedef struct qlora_model_config {
 
 typedef struct qlora_layer {
     qlora_tensor attn_norm;           // (C)
-    qlora_tensor wq, wk, wv, wo;      // (H*D, C) (Hkv*D, C) (Hkv*D, C) (C, H*D); q/k rows in GGUF
-                                      // (adjacent-pair RoPE) order, not HF's half-split order
+    qlora_tensor wq, wk, wv, wo;      // (H*D, C) (Hkv*D, C) (Hkv*D, C) (C, H*D); Hugging Face layout
+                                      // (rotate_half RoPE), also when loaded from GGUF / llama2.c
     qlora_tensor bq, bk, bv;          // optional biases (type F32, data NULL when absent)
     qlora_tensor ffn_norm;            // (C)
     qlora_tensor w_gate, w_up, w_down;// (F, C) (F, C) (C, F)
@@ -63,8 +63,7 @@ QLORA_API void qlora_model_free(qlora_model *m);
 QLORA_API qlora_result qlora_model_quantize(qlora_ctx *ctx, qlora_model *m, qlora_type t, int blocksize, int double_quant);
 QLORA_API size_t qlora_model_n_params(const qlora_model *m);
 QLORA_API size_t qlora_model_weight_bytes(const qlora_model *m);   // bytes the weights occupy (codes + scales)
-// Writes a Hugging Face model directory: config.json, model.safetensors (F32, HF names, q/k rows
-// permuted back to HF's rotate_half layout), and tokenizer.json when the tokenizer supports it.
+// Writes a Hugging Face model directory: config.json and model.safetensors (F32, HF names).
 QLORA_API qlora_result qlora_model_save_hf(qlora_ctx *ctx, const qlora_model *m, const char *dir);
 
 // KV cache + scratch for incremental decoding.

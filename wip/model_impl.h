@@ -5,8 +5,10 @@
 //              x += Wo a ; h = rmsnorm(x) ; x += Wdown (silu(Wgate h) * Wup h)
 //   logits = Wout rmsnorm(x)
 // Weights can be any qlora_type; every product goes through qlora_matmul/qlora_matvec, which
-// dequantize one block at a time. RoPE rotates ADJACENT pairs (GGUF / llama2.c / Meta layout);
-// Hugging Face checkpoints are permuted into that layout when loaded (and back when saved).
+// dequantize one block at a time. Weights are kept in Hugging Face layout: RoPE rotates the pairs
+// (i, i + rope_dim/2) of each head (transformers rotate_half). GGUF and llama2.c files store q/k
+// rows permuted for adjacent-pair RoPE; their loaders undo that permutation, so a QLoRA base
+// quantizes block for block like bitsandbytes on the HF checkpoint and adapters are PEFT's as-is.
 
 // rmsnorm (llama2.c): o = w * (x / sqrt(mean(x^2) + eps))
 static void qlora__rmsnorm_forward(float *o, const float *x, const float *w, int C, float eps) {
@@ -36,18 +38,19 @@ static float qlora__rope_freq(const qlora_model_config *c, int i) {
     return freq;
 }
 
-// rope: rotate adjacent pairs (v[2i], v[2i+1]) of each head by angle pos * freq_i.
+// rope: rotate the pairs (v[i], v[i + rope_dim/2]) of each head by angle pos * freq_i (rotate_half).
 static void qlora__rope_forward(float *v, int n_heads, int D, int pos, const qlora_model_config *c) {
     float p = (float)pos;                              // v: (n_heads, D)
+    int half = c->rope_dim / 2;
     if (c->rope_scaling == QLORA_ROPE_SCALING_LINEAR && c->rope_factor > 0) p /= c->rope_factor;
-    for (int i = 0; i < c->rope_dim / 2; i++) {
+    for (int i = 0; i < half; i++) {
         float ang = p * qlora__rope_freq(c, i);
         float fcr = cosf(ang), fci = sinf(ang);
         for (int h = 0; h < n_heads; h++) {
-            float *x = v + (size_t)h * D + 2 * i;
-            float x0 = x[0], x1 = x[1];
+            float *x = v + (size_t)h * D + i;
+            float x0 = x[0], x1 = x[half];
             x[0] = x0 * fcr - x1 * fci;
-            x[1] = x0 * fci + x1 * fcr;
+            x[half] = x0 * fci + x1 * fcr;
         }
     }
 }
@@ -410,6 +413,26 @@ QLORA__DEF void qlora_model_free(qlora_model *m) {
     QLORA__FREE(m);
 }
 
+// GGUF / llama2.c q,k rows are permuted for adjacent-pair RoPE (llama.cpp convert_hf_to_gguf.py
+// `permute`): gguf_row[h*D + 2i + j] = hf_row[h*D + j*D/2 + i]. Returns the HF row of GGUF row `row`.
+static size_t qlora__rope_perm_row(size_t row, int D) {
+    size_t h = row / (size_t)D, r = row % (size_t)D, i = r / 2, j = r % 2;
+    return h * (size_t)D + j * ((size_t)D / 2) + i;
+}
+// Replace t (GGUF row order) by an owned copy in HF row order (rows are whole ggml blocks).
+static qlora_result qlora__unpermute_rows(qlora_ctx *ctx, qlora_tensor *t, int D) {
+    size_t rb = qlora_ggml_row_bytes(t->type, (size_t)t->ne[0]), rows = (size_t)t->ne[1];
+    if (rows == 1 && t->type == QLORA_TYPE_F32) { rb = sizeof(float); rows = (size_t)t->ne[0]; }   // a bias: elements
+    if (!rb || rows % (size_t)D) return QLORA__ERR(ctx, QLORA_ERR_SHAPE, "q/k weight with %zu rows is not a whole number of %d-dim heads", rows, D);
+    uint8_t *dst = (uint8_t *)qlora__calloc(rows, rb);
+    if (!dst) return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "out of memory");
+    for (size_t g = 0; g < rows; g++) memcpy(dst + qlora__rope_perm_row(g, D) * rb, (const uint8_t *)t->data + g * rb, rb);
+    if (t->owns_data) QLORA__FREE(t->data);
+    t->data = dst;
+    t->owns_data = 1;
+    return QLORA_OK;
+}
+
 // ---- llama2.c checkpoints (run.c legacy: 7 x int32 header; export.py v1: "ak42" + 256-byte header)
 static qlora_result qlora__load_llama2c(qlora_ctx *ctx, const char *path, qlora_model *m) {
     qlora_result r = qlora_file_open(ctx, path, &m->raw);
@@ -481,6 +504,10 @@ static qlora_result qlora__load_llama2c(qlora_ctx *ctx, const char *path, qlora_
     if (shared) m->output = m->tok_embd;
     else QLORA__TAKE(&m->output, C, V);
 #undef QLORA__TAKE
+    for (size_t l = 0; l < L; l++) {                      // Meta/llama2.c q,k layout -> HF
+        if ((r = qlora__unpermute_rows(ctx, &m->layers[l].wq, c->head_dim)) != QLORA_OK) return r;
+        if ((r = qlora__unpermute_rows(ctx, &m->layers[l].wk, c->head_dim)) != QLORA_OK) return r;
+    }
     strcpy(m->arch, "llama");
     strcpy(m->source, "llama2c");
     return QLORA_OK;
@@ -563,6 +590,10 @@ static qlora_result qlora__load_gguf(qlora_ctx *ctx, const char *path, qlora_mod
                 return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "%s: bias '%s' must be f32", path, name);
         }
         if (ly->bq.data) c->has_qkv_bias = 1;
+        if ((r = qlora__unpermute_rows(ctx, &ly->wq, c->head_dim)) != QLORA_OK) return r;   // GGUF -> HF order
+        if ((r = qlora__unpermute_rows(ctx, &ly->wk, c->head_dim)) != QLORA_OK) return r;
+        if (ly->bq.data && (r = qlora__unpermute_rows(ctx, &ly->bq, c->head_dim)) != QLORA_OK) return r;
+        if (ly->bk.data && (r = qlora__unpermute_rows(ctx, &ly->bk, c->head_dim)) != QLORA_OK) return r;
     }
     qlora_str tmpl = qlora_gguf_string(g, "tokenizer.chat_template");
     if (tmpl.ptr) m->chat_template = qlora__strndup(tmpl.ptr, tmpl.len);
@@ -605,16 +636,8 @@ static qlora_result qlora__read_json_file(qlora_ctx *ctx, const char *path, qlor
     return QLORA_OK;
 }
 
-// HF stores q/k rows in rotate_half order (first half of a head's dims pairs with the second);
-// GGUF/llama2.c store adjacent pairs. gguf_row[h*D + 2i + j] = hf_row[h*D + j*D/2 + i].
-// Returns the HF row that GGUF row `row` comes from.
-static size_t qlora__rope_perm_row(size_t row, int D) {
-    size_t h = row / (size_t)D, r = row % (size_t)D, i = r / 2, j = r % 2;
-    return h * (size_t)D + j * ((size_t)D / 2) + i;
-}
-
 static qlora_result qlora__hf_take(qlora_ctx *ctx, const char *dir, qlora_model *m, const char *name,
-                                   int64_t ne0, int64_t ne1, int optional, int permute_heads, qlora_tensor *t) {
+                                   int64_t ne0, int64_t ne1, int optional, qlora_tensor *t) {
     memset(t, 0, sizeof *t);
     const qlora_st_tensor *st = NULL;
     for (size_t i = 0; i < m->n_st && !st; i++) st = qlora_st_find(m->st[i], name);
@@ -631,15 +654,6 @@ static qlora_result qlora__hf_take(qlora_ctx *ctx, const char *dir, qlora_model 
         return QLORA__ERR(ctx, QLORA_ERR_SHAPE, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]", dir, name,
                           (long long)s1, (long long)s0, (long long)ne1, (long long)ne0);
     qlora__tensor_init(t, type, ne0, ne1, st->data);
-    if (permute_heads) {                       // needs its own copy: the mapping is read-only
-        size_t rb = qlora_ggml_row_bytes(type, (size_t)ne0);
-        uint8_t *dst = (uint8_t *)qlora__calloc((size_t)ne1, rb);
-        if (!dst) return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
-        for (size_t row = 0; row < (size_t)ne1; row++)
-            memcpy(dst + row * rb, st->data + qlora__rope_perm_row(row, m->cfg.head_dim) * rb, rb);
-        t->data = dst;
-        t->owns_data = 1;
-    }
     return QLORA_OK;
 }
 
@@ -725,24 +739,31 @@ static qlora_result qlora__load_hf(qlora_ctx *ctx, const char *dir, qlora_model 
         int64_t C = c->dim, F = c->hidden_dim, V = c->vocab_size, qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
         m->layers = QLORA__CALLOC_T(qlora_layer, (size_t)c->n_layers);
         if (!m->layers) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "%s: out of memory", dir); goto done; }
-        if ((r = qlora__hf_take(ctx, dir, m, "model.embed_tokens.weight", C, V, 0, 0, &m->tok_embd)) != QLORA_OK) goto done;
-        if ((r = qlora__hf_take(ctx, dir, m, "model.norm.weight", C, 1, 0, 0, &m->out_norm)) != QLORA_OK) goto done;
-        if ((r = qlora__hf_take(ctx, dir, m, "lm_head.weight", C, V, 1, 0, &m->output)) != QLORA_OK) goto done;
+        if ((r = qlora__hf_take(ctx, dir, m, "model.embed_tokens.weight", C, V, 0, &m->tok_embd)) != QLORA_OK) goto done;
+        if ((r = qlora__hf_take(ctx, dir, m, "model.norm.weight", C, 1, 0, &m->out_norm)) != QLORA_OK) goto done;
+        if ((r = qlora__hf_take(ctx, dir, m, "lm_head.weight", C, V, 1, &m->output)) != QLORA_OK) goto done;
         if (!m->output.data) { c->tied_embeddings = 1; m->output = m->tok_embd; }
         else c->tied_embeddings = 0;
         for (int l = 0; l < c->n_layers; l++) {
             qlora_layer *ly = &m->layers[l];
-            struct { const char *n; int64_t ne0, ne1; int opt, perm; qlora_tensor *t; } spec[] = {
-                { "input_layernorm.weight", C, 1, 0, 0, &ly->attn_norm }, { "self_attn.q_proj.weight", C, qd, 0, c->n_heads, &ly->wq },
-                { "self_attn.k_proj.weight", C, kvd, 0, c->n_kv_heads, &ly->wk }, { "self_attn.v_proj.weight", C, kvd, 0, 0, &ly->wv },
-                { "self_attn.o_proj.weight", qd, C, 0, 0, &ly->wo }, { "post_attention_layernorm.weight", C, 1, 0, 0, &ly->ffn_norm },
-                { "mlp.gate_proj.weight", C, F, 0, 0, &ly->w_gate }, { "mlp.up_proj.weight", C, F, 0, 0, &ly->w_up },
-                { "mlp.down_proj.weight", F, C, 0, 0, &ly->w_down } };
+            struct { const char *n; int64_t ne0, ne1; int opt; qlora_tensor *t; } spec[] = {
+                { "input_layernorm.weight", C, 1, 0, &ly->attn_norm }, { "self_attn.q_proj.weight", C, qd, 0, &ly->wq },
+                { "self_attn.k_proj.weight", C, kvd, 0, &ly->wk }, { "self_attn.v_proj.weight", C, kvd, 0, &ly->wv },
+                { "self_attn.o_proj.weight", qd, C, 0, &ly->wo }, { "post_attention_layernorm.weight", C, 1, 0, &ly->ffn_norm },
+                { "mlp.gate_proj.weight", C, F, 0, &ly->w_gate }, { "mlp.up_proj.weight", C, F, 0, &ly->w_up },
+                { "mlp.down_proj.weight", F, C, 0, &ly->w_down },
+                { "self_attn.q_proj.bias", qd, 1, 1, &ly->bq }, { "self_attn.k_proj.bias", kvd, 1, 1, &ly->bk },
+                { "self_attn.v_proj.bias", kvd, 1, 1, &ly->bv } };
             for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
                 char name[160];
                 snprintf(name, sizeof name, "model.layers.%d.%s", l, spec[i].n);
-                if ((r = qlora__hf_take(ctx, dir, m, name, spec[i].ne0, spec[i].ne1, spec[i].opt, spec[i].perm, spec[i].t)) != QLORA_OK) goto done;
+                if ((r = qlora__hf_take(ctx, dir, m, name, spec[i].ne0, spec[i].ne1, spec[i].opt, spec[i].t)) != QLORA_OK) goto done;
+                if (spec[i].opt && spec[i].t->data && spec[i].t->type != QLORA_TYPE_F32) {
+                    r = QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "%s: bias '%s' must be F32", dir, name);
+                    goto done;
+                }
             }
+            if (ly->bq.data) c->has_qkv_bias = 1;
         }
     }
     strcpy(m->arch, "llama");
@@ -855,20 +876,12 @@ QLORA__DEF size_t qlora_model_weight_bytes(const qlora_model *m) {
 }
 
 // >>save-hf
-// Dequantizes a tensor to f32 (rows permuted back to HF order when perm_heads) into a new buffer.
-static float *qlora__tensor_to_f32_hf(const qlora_tensor *t, int perm_D) {
+// Dequantizes a whole tensor to a new f32 buffer.
+static float *qlora__tensor_to_f32(const qlora_tensor *t) {
     size_t ne0 = (size_t)t->ne[0], ne1 = (size_t)t->ne[1];
     float *out = QLORA__CALLOC_T(float, ne0 * ne1);
     if (!out) return NULL;
     if (qlora_tensor_dequantize_rows(t, 0, ne1, out) != QLORA_OK) { QLORA__FREE(out); return NULL; }
-    if (perm_D) {
-        float *tmp = QLORA__CALLOC_T(float, ne0 * ne1);
-        if (!tmp) { QLORA__FREE(out); return NULL; }
-        for (size_t row = 0; row < ne1; row++)
-            memcpy(tmp + qlora__rope_perm_row(row, perm_D) * ne0, out + row * ne0, ne0 * sizeof(float));
-        QLORA__FREE(out);
-        out = tmp;
-    }
     return out;
 }
 
@@ -884,30 +897,30 @@ QLORA__DEF qlora_result qlora_model_save_hf(qlora_ctx *ctx, const qlora_model *m
     mkdir(dir, 0755);
 #endif
     if (!e || !names || !bufs) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "save: out of memory"); goto done; }
-#define QLORA__PUT(nm, t, perm) do { \
+#define QLORA__PUT(nm, t) do { \
         snprintf(names[k], 96, "%s", nm); \
-        bufs[k] = qlora__tensor_to_f32_hf((t), (perm)); \
+        bufs[k] = qlora__tensor_to_f32(t); \
         if (!bufs[k]) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "save %s: out of memory", nm); goto done; } \
         e[k].name = names[k]; e[k].dtype = "F32"; e[k].data = bufs[k]; \
         e[k].n_dims = (t)->ne[1] > 1 ? 2 : 1; \
         if (e[k].n_dims == 2) { e[k].shape[0] = (t)->ne[1]; e[k].shape[1] = (t)->ne[0]; } else e[k].shape[0] = (t)->ne[0]; \
         e[k].nbytes = (size_t)((t)->ne[0] * (t)->ne[1]) * 4; k++; } while (0)
-    QLORA__PUT("model.embed_tokens.weight", &m->tok_embd, 0);
-    QLORA__PUT("model.norm.weight", &m->out_norm, 0);
-    if (!c->tied_embeddings) QLORA__PUT("lm_head.weight", &m->output, 0);
+    QLORA__PUT("model.embed_tokens.weight", &m->tok_embd);
+    QLORA__PUT("model.norm.weight", &m->out_norm);
+    if (!c->tied_embeddings) QLORA__PUT("lm_head.weight", &m->output);
     for (int l = 0; l < c->n_layers; l++) {
         const qlora_layer *ly = &m->layers[l];
         char nm[96];
-#define QLORA__PUTL(s, t, perm) do { snprintf(nm, sizeof nm, "model.layers.%d.%s", l, s); QLORA__PUT(nm, t, perm); } while (0)
-        QLORA__PUTL("input_layernorm.weight", &ly->attn_norm, 0);
-        QLORA__PUTL("self_attn.q_proj.weight", &ly->wq, c->head_dim);
-        QLORA__PUTL("self_attn.k_proj.weight", &ly->wk, c->head_dim);
-        QLORA__PUTL("self_attn.v_proj.weight", &ly->wv, 0);
-        QLORA__PUTL("self_attn.o_proj.weight", &ly->wo, 0);
-        QLORA__PUTL("post_attention_layernorm.weight", &ly->ffn_norm, 0);
-        QLORA__PUTL("mlp.gate_proj.weight", &ly->w_gate, 0);
-        QLORA__PUTL("mlp.up_proj.weight", &ly->w_up, 0);
-        QLORA__PUTL("mlp.down_proj.weight", &ly->w_down, 0);
+#define QLORA__PUTL(s, t) do { snprintf(nm, sizeof nm, "model.layers.%d.%s", l, s); QLORA__PUT(nm, t); } while (0)
+        QLORA__PUTL("input_layernorm.weight", &ly->attn_norm);
+        QLORA__PUTL("self_attn.q_proj.weight", &ly->wq);
+        QLORA__PUTL("self_attn.k_proj.weight", &ly->wk);
+        QLORA__PUTL("self_attn.v_proj.weight", &ly->wv);
+        QLORA__PUTL("self_attn.o_proj.weight", &ly->wo);
+        QLORA__PUTL("post_attention_layernorm.weight", &ly->ffn_norm);
+        QLORA__PUTL("mlp.gate_proj.weight", &ly->w_gate);
+        QLORA__PUTL("mlp.up_proj.weight", &ly->w_up);
+        QLORA__PUTL("mlp.down_proj.weight", &ly->w_down);
 #undef QLORA__PUTL
     }
 #undef QLORA__PUT

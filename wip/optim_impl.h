@@ -156,6 +156,7 @@ QLORA__DEF qlora_result qlora_optim_create(qlora_ctx *ctx, const qlora_optim_con
     qlora_optim *o = QLORA__CALLOC_T(qlora_optim, 1);
     if (!o) return QLORA_ERR_OUT_OF_MEMORY;
     qlora_result r = QLORA_OK;
+    size_t n_units = 0;
     o->ctx = ctx;
     o->cfg = c;
     o->fd = -1;
@@ -165,7 +166,6 @@ QLORA__DEF qlora_result qlora_optim_create(qlora_ctx *ctx, const qlora_optim_con
     o->names = (char *)qlora__calloc(2 + 4 * n_seg, QLORA__OPTIM_NAME);
     if (!o->segs || !o->layout || !o->names) { r = QLORA_ERR_OUT_OF_MEMORY; goto fail; }
     o->layout[0] = 1; o->layout[1] = QLORA__OPTIM_BLOCK; o->layout[2] = (int64_t)n_seg;
-    size_t n_units = 0;
     for (size_t s = 0; s < n_seg; s++) {
         qlora__optim_seg *g = &o->segs[s];
         size_t b;
@@ -395,23 +395,23 @@ static void qlora__optim_entry(qlora_st_entry *e, const char *name, const char *
 static size_t qlora__optim_entries(const qlora_optim *o, qlora_st_entry *out, size_t cap) {
     size_t n = 0;
     qlora_st_entry e;
-#define QLORA__PUT() do { if (n < cap) out[n] = e; n++; } while (0)
-    qlora__optim_entry(&e, qlora__optim_name(o, 0), "I64", 1, &o->step, 8); QLORA__PUT();
-    qlora__optim_entry(&e, qlora__optim_name(o, 1), "I64", (int64_t)(3 + 2 * o->n_seg), o->layout, (3 + 2 * o->n_seg) * 8); QLORA__PUT();
+#define QLORA__OPTIM_PUT() do { if (n < cap) out[n] = e; n++; } while (0)
+    qlora__optim_entry(&e, qlora__optim_name(o, 0), "I64", 1, &o->step, 8); QLORA__OPTIM_PUT();
+    qlora__optim_entry(&e, qlora__optim_name(o, 1), "I64", (int64_t)(3 + 2 * o->n_seg), o->layout, (3 + 2 * o->n_seg) * 8); QLORA__OPTIM_PUT();
     for (size_t s = 0; s < o->n_seg; s++) {
         const qlora__optim_seg *g = &o->segs[s];
         const char *nm = qlora__optim_name(o, 2 + 4 * s);
         if (g->is8) {
-            qlora__optim_entry(&e, nm, "U8", (int64_t)g->n, qlora__optim_q1(o, g), g->n); QLORA__PUT();
-            qlora__optim_entry(&e, nm + QLORA__OPTIM_NAME, "U8", (int64_t)g->n, qlora__optim_q2(o, g), g->n); QLORA__PUT();
-            qlora__optim_entry(&e, nm + 2 * QLORA__OPTIM_NAME, "F32", (int64_t)g->nb, qlora__optim_absmax1(o, g), g->nb * 4); QLORA__PUT();
-            qlora__optim_entry(&e, nm + 3 * QLORA__OPTIM_NAME, "F32", (int64_t)g->nb, qlora__optim_absmax2(o, g), g->nb * 4); QLORA__PUT();
+            qlora__optim_entry(&e, nm, "U8", (int64_t)g->n, qlora__optim_q1(o, g), g->n); QLORA__OPTIM_PUT();
+            qlora__optim_entry(&e, nm + QLORA__OPTIM_NAME, "U8", (int64_t)g->n, qlora__optim_q2(o, g), g->n); QLORA__OPTIM_PUT();
+            qlora__optim_entry(&e, nm + 2 * QLORA__OPTIM_NAME, "F32", (int64_t)g->nb, qlora__optim_absmax1(o, g), g->nb * 4); QLORA__OPTIM_PUT();
+            qlora__optim_entry(&e, nm + 3 * QLORA__OPTIM_NAME, "F32", (int64_t)g->nb, qlora__optim_absmax2(o, g), g->nb * 4); QLORA__OPTIM_PUT();
         } else {
-            qlora__optim_entry(&e, nm, "F32", (int64_t)g->n, qlora__optim_m(o, g), g->n * 4); QLORA__PUT();
-            qlora__optim_entry(&e, nm + QLORA__OPTIM_NAME, "F32", (int64_t)g->n, qlora__optim_v(o, g), g->n * 4); QLORA__PUT();
+            qlora__optim_entry(&e, nm, "F32", (int64_t)g->n, qlora__optim_m(o, g), g->n * 4); QLORA__OPTIM_PUT();
+            qlora__optim_entry(&e, nm + QLORA__OPTIM_NAME, "F32", (int64_t)g->n, qlora__optim_v(o, g), g->n * 4); QLORA__OPTIM_PUT();
         }
     }
-#undef QLORA__PUT
+#undef QLORA__OPTIM_PUT
     return n;
 }
 

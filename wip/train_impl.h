@@ -270,20 +270,22 @@ static void qlora__rmsnorm_bwd(float *dx, const float *dy, const float *x, const
     }
 }
 
-// rope on (N, heads*D) rows, position of row n = n % T; sign = +1 forward, -1 backward (transpose)
+// rope on (N, heads*D) rows (rotate_half pairs i, i + rope_dim/2), position of row n = n % T;
+// sign = +1 forward, -1 backward (the transpose of a rotation is the rotation by -angle)
 static void qlora__rope_rows(float *x, int N, int T, int heads, int D, const qlora_model_config *c, float sign) {
+    int half = c->rope_dim / 2;
     for (int n = 0; n < N; n++) {
         float p = (float)(n % T);
         if (c->rope_scaling == QLORA_ROPE_SCALING_LINEAR && c->rope_factor > 0) p /= c->rope_factor;
         float *row = x + (size_t)n * heads * D;
-        for (int i = 0; i < c->rope_dim / 2; i++) {
+        for (int i = 0; i < half; i++) {
             float ang = p * qlora__rope_freq(c, i);
             float cs = cosf(ang), sn = sign * sinf(ang);
             for (int h = 0; h < heads; h++) {
-                float *v = row + (size_t)h * D + 2 * i;
-                float x0 = v[0], x1 = v[1];
+                float *v = row + (size_t)h * D + i;
+                float x0 = v[0], x1 = v[half];
                 v[0] = x0 * cs - x1 * sn;
-                v[1] = x0 * sn + x1 * cs;
+                v[half] = x0 * sn + x1 * cs;
             }
         }
     }
