@@ -501,7 +501,7 @@ static void test_batches(const qlora_tokenizer *t) {
     qlora_data_cursor c = qlora_loader_cursor(&A);
     qlora_loader_next(&A, &b); qlora_loader_next(&A, &b);       // move mid-epoch
     c = qlora_loader_cursor(&A);
-    CHECK(c.epoch == 3 && c.pos == 6 && c.seed == 1234);
+    CHECK(c.epoch == 3 && c.pos == 6 && c.seed == 1234 && c.rows == 10);
     int32_t want[7][3 * 64];
     int wr[7];
     for (int s = 0; s < 7; s++) { wr[s] = qlora_loader_next(&A, &b); memcpy(want[s], b.ids, (size_t)wr[s] * (size_t)b.T * 4); }
@@ -515,7 +515,11 @@ static void test_batches(const qlora_tokenizer *t) {
     }
     CHECK(resumed);
     CHECK(B2.cur.epoch == A.cur.epoch && B2.cur.pos == A.cur.pos);
-    c.pos = 11;
+    qlora_data_cursor bad = c;
+    bad.rows = 12;
+    CHECK(qlora_loader_restore(ctx, &B2, bad) == QLORA_ERR_RANGE);
+    CHECK(err_has("data cursor was saved for 12 rows but ten.jsonl has 10: different data or settings?"));
+    c.pos = 11; c.rows = 0;
     CHECK(qlora_loader_restore(ctx, &B2, c) == QLORA_ERR_RANGE);
     CHECK(err_has("data cursor position 11 is past the dataset (10 rows)"));
     // a cursor saved at the end of an epoch resumes into the next one

@@ -2,9 +2,9 @@
 // Adapter files and merging. Three on-disk forms of one LoRA:
 //   PEFT dir   adapter_config.json + adapter_model.safetensors, loadable by
 //              PeftModel.from_pretrained (keys base_model.model.model.layers.N.self_attn.q_proj.lora_A.weight
-//              (r, in) and .lora_B.weight (out, r); q/k B rows in Hugging Face rotate_half order)
+//              (r, in) and .lora_B.weight (out, r); rows as qlora.h holds them: HF rotate_half order)
 //   GGUF LoRA  llama.cpp --lora file (blk.N.attn_q.weight.lora_a ne=[in, r], .lora_b ne=[r, out],
-//              q/k B rows in GGUF order = qlora.h's internal order)
+//              q/k lora_b rows permuted to GGUF's adjacent-pair RoPE order)
 //   merged     W <- deq(W) + scaling * B A, then qlora_model_save_gguf / qlora_model_save_hf
 // Every writer is atomic (path.tmp + rename).
 
@@ -60,5 +60,5 @@ QLORA_API qlora_result qlora_merge_report(qlora_ctx *ctx, const qlora_model *m, 
                                           int blocksize, int double_quant, qlora_merge_stat *stats /* [l->n_mods] */);
 // llama.cpp-loadable GGUF of the whole model: type F32 / F16 / BF16 for the matrices (norms and
 // biases F32), llama.* hyper-parameters, tokenizer.* copied verbatim from the source GGUF (or built
-// from the loaded tokenizer), q/k rows in GGUF order (= ours).
+// from the loaded tokenizer), q/k rows permuted back to GGUF's adjacent-pair RoPE order.
 QLORA_API qlora_result qlora_model_save_gguf(qlora_ctx *ctx, const qlora_model *m, const char *path, qlora_type type);

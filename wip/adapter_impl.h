@@ -1,9 +1,9 @@
 // >>adapter
 // Adapter files (PEFT directory, llama.cpp GGUF LoRA), merging, and the GGUF model writer.
-// Row order reminder: qlora.h keeps q/k rows in GGUF (adjacent-pair RoPE) order, so LoRA B of
-// q_proj/k_proj is in that order too. PEFT files hold B rows in Hugging Face (rotate_half) order:
-// internal row `row` is HF row qlora__rope_perm_row(row, head_dim). A never changes (P W + P B A =
-// P (W + B A): llama.cpp convert_lora_to_gguf.py permutes lora_B only).
+// Row order: qlora.h keeps q/k rows in Hugging Face (rotate_half) order, so LoRA B of q_proj/k_proj
+// is PEFT's as-is. GGUF files (models and llama.cpp LoRA adapters) hold q/k rows permuted for
+// adjacent-pair RoPE: GGUF row g is HF row qlora__rope_perm_row(g, head_dim). For an adapter only
+// lora_B is permuted; A never changes (P W + P B A = P (W + B A): llama.cpp convert_lora_to_gguf.py).
 
 // ---- small output helpers ---------------------------------------------------------------------
 static void qlora__buf_u32(qlora__buf *b, uint32_t v) {
@@ -115,6 +115,7 @@ typedef struct qlora__gw_tensor {
     int64_t ne[4];
     const void *data;             // borrowed bytes, or
     const qlora_tensor *src;      // converted while writing
+    int perm_D;                   // src only: row g written = src row qlora__rope_perm_row(g, perm_D)
     size_t nbytes;
     uint64_t offset;
 } qlora__gw_tensor;
@@ -246,7 +247,7 @@ QLORA__DEF qlora_result qlora_gguf_writer_copy_kv(qlora_gguf_writer *w, const ql
 #undef QLORA__GW_SLOT
 
 static qlora_result qlora__gw_add(qlora_gguf_writer *w, const char *name, qlora_type type, int n_dims,
-                                  const int64_t *ne, const void *data, const qlora_tensor *src) {
+                                  const int64_t *ne, const void *data, const qlora_tensor *src, int perm_D) {
     if (strlen(name) >= 64) return QLORA__ERR(w->ctx, QLORA_ERR_INVALID_ARG, "gguf writer: tensor name '%s' is longer than 63 bytes", name);
     if (n_dims < 1 || n_dims > 4) return QLORA__ERR(w->ctx, QLORA_ERR_INVALID_ARG, "gguf writer: tensor '%s': %d dimensions", name, n_dims);
     if (qlora__type_to_ggml(type) == 0xffffffffu)
@@ -264,7 +265,9 @@ static qlora_result qlora__gw_add(qlora_gguf_writer *w, const char *name, qlora_
     size_t row = qlora_ggml_row_bytes(type, (size_t)ne[0]);
     if (!row || !qlora__mul_ok(row, nel / (size_t)ne[0], &t.nbytes))
         return QLORA__ERR(w->ctx, QLORA_ERR_SHAPE, "gguf writer: tensor '%s': %lld elements per row do not fit type %s", name, (long long)ne[0], qlora_type_name(type));
-    t.type = type; t.n_dims = n_dims; t.data = data; t.src = src;
+    if (perm_D && (n_dims > 2 || (n_dims == 2 ? ne[1] : ne[0]) % perm_D))
+        return QLORA__ERR(w->ctx, QLORA_ERR_SHAPE, "gguf writer: tensor '%s': rows are not whole heads of %d", name, perm_D);
+    t.type = type; t.n_dims = n_dims; t.data = data; t.src = src; t.perm_D = perm_D;
     if (w->n_t == w->cap_t) {
         size_t nc = w->cap_t ? 2 * w->cap_t : 64;
         qlora__gw_tensor *nt = (qlora__gw_tensor *)QLORA__REALLOC(w->t, nc * sizeof *nt);
@@ -279,9 +282,9 @@ static qlora_result qlora__gw_add(qlora_gguf_writer *w, const char *name, qlora_
 QLORA__DEF qlora_result qlora_gguf_writer_add(qlora_gguf_writer *w, const char *name, qlora_type type,
                                               int n_dims, const int64_t *ne, const void *data) {
     if (!data) return QLORA__ERR(w->ctx, QLORA_ERR_INVALID_ARG, "gguf writer: tensor '%s' has no data", name);
-    return qlora__gw_add(w, name, type, n_dims, ne, data, NULL);
+    return qlora__gw_add(w, name, type, n_dims, ne, data, NULL, 0);
 }
-QLORA__DEF qlora_result qlora_gguf_writer_add_tensor(qlora_gguf_writer *w, const char *name, qlora_type type, const qlora_tensor *src) {
+static qlora_result qlora__gw_add_tensor(qlora_gguf_writer *w, const char *name, qlora_type type, const qlora_tensor *src, int perm_D) {
     if (!src || !src->data) return QLORA__ERR(w->ctx, QLORA_ERR_INVALID_ARG, "gguf writer: tensor '%s' has no data", name);
     if (type != src->type && type != QLORA_TYPE_F32 && type != QLORA_TYPE_F16 && type != QLORA_TYPE_BF16)
         return QLORA__ERR(w->ctx, QLORA_ERR_UNSUPPORTED, "gguf writer: tensor '%s': cannot convert %s to %s (f32, f16, bf16 or the same type)",
@@ -289,24 +292,44 @@ QLORA__DEF qlora_result qlora_gguf_writer_add_tensor(qlora_gguf_writer *w, const
     int nd = src->n_dims;
     if (nd < 1) nd = 1;
     if (nd > 2 && src->ne[2] == 1 && src->ne[3] == 1) nd = 2;
-    return qlora__gw_add(w, name, type, nd, src->ne, NULL, src);
+    return qlora__gw_add(w, name, type, nd, src->ne, NULL, src, perm_D);
+}
+QLORA__DEF qlora_result qlora_gguf_writer_add_tensor(qlora_gguf_writer *w, const char *name, qlora_type type, const qlora_tensor *src) {
+    return qlora__gw_add_tensor(w, name, type, src, 0);
 }
 
-// Streams one tensor: raw bytes, or rows dequantized in chunks and converted to f32/f16/bf16.
+// Streams one tensor: raw bytes, or rows dequantized in chunks and converted to f32/f16/bf16;
+// with perm_D the rows (of a vector: the elements) go out in GGUF RoPE order.
+static void qlora__gw_put_f32(qlora__ofile *o, qlora_type type, const float *x, uint16_t *h, size_t n) {
+    if (type == QLORA_TYPE_F32) { qlora__ofile_put(o, x, n * 4); return; }
+    for (size_t i = 0; i < n; i++) h[i] = type == QLORA_TYPE_F16 ? qlora__f32_to_fp16(x[i]) : qlora__f32_to_bf16(x[i]);
+    qlora__ofile_put(o, h, n * 2);
+}
 static void qlora__gw_stream_tensor(qlora__ofile *o, const qlora__gw_tensor *t, float *buf, uint16_t *h, size_t chunk) {
-    if (t->data || (t->src->type == t->type && !qlora_type_is_bnb(t->type))) {
-        qlora__ofile_put(o, t->data ? t->data : t->src->data, t->nbytes);
+    const qlora_tensor *src = t->src;
+    int raw = t->data || (src->type == t->type && !qlora_type_is_bnb(t->type));
+    if (t->data || (raw && !t->perm_D)) { qlora__ofile_put(o, t->data ? t->data : src->data, t->nbytes); return; }
+    size_t ne0 = (size_t)t->ne[0], rows = qlora_tensor_nelements(src) / ne0;
+    if (t->perm_D && rows == 1) {                         // a q/k bias: permute elements
+        if (qlora_tensor_dequantize_rows(src, 0, 1, buf) != QLORA_OK) { o->ok = 0; return; }
+        for (size_t g = 0; g < ne0 && o->ok; g++) qlora__gw_put_f32(o, t->type, buf + qlora__rope_perm_row(g, t->perm_D), h, 1);
         return;
     }
-    size_t ne0 = (size_t)t->ne[0], rows = qlora_tensor_nelements(t->src) / ne0;
+    if (t->perm_D) {                                      // q/k weight: one row at a time
+        size_t rb = qlora_ggml_row_bytes(t->type, ne0);
+        for (size_t g = 0; g < rows && o->ok; g++) {
+            size_t sr = qlora__rope_perm_row(g, t->perm_D);
+            if (raw) { qlora__ofile_put(o, (const uint8_t *)src->data + sr * rb, rb); continue; }
+            if (qlora_tensor_dequantize_rows(src, sr, 1, buf) != QLORA_OK) { o->ok = 0; return; }
+            qlora__gw_put_f32(o, t->type, buf, h, ne0);
+        }
+        return;
+    }
     size_t per = QLORA__MAX((size_t)1, chunk / ne0);
     for (size_t r0 = 0; r0 < rows && o->ok; r0 += per) {
-        size_t nr = QLORA__MIN(per, rows - r0), n = nr * ne0;
-        if (qlora_tensor_dequantize_rows(t->src, r0, nr, buf) != QLORA_OK) { o->ok = 0; return; }
-        if (t->type == QLORA_TYPE_F32) { qlora__ofile_put(o, buf, n * 4); continue; }
-        for (size_t i = 0; i < n; i++)
-            h[i] = t->type == QLORA_TYPE_F16 ? qlora__f32_to_fp16(buf[i]) : qlora__f32_to_bf16(buf[i]);
-        qlora__ofile_put(o, h, n * 2);
+        size_t nr = QLORA__MIN(per, rows - r0);
+        if (qlora_tensor_dequantize_rows(src, r0, nr, buf) != QLORA_OK) { o->ok = 0; return; }
+        qlora__gw_put_f32(o, t->type, buf, h, nr * ne0);
     }
 }
 
@@ -411,52 +434,29 @@ static void qlora__peft_key(char *buf, size_t cap, const char *prefix, int layer
 
 QLORA__DEF qlora_result qlora_lora_save_peft(qlora_ctx *ctx, const qlora_lora *l, const qlora_model *m,
                                              const char *dir, const char *base_model_name) {
-    const int r_ = l->cfg.r, D = m->cfg.head_dim;
+    const int r_ = l->cfg.r;
     size_t n_e = 3 * (size_t)l->n_mods, k = 0;
     qlora_st_entry *e = QLORA__CALLOC_T(qlora_st_entry, n_e);
     char (*names)[128] = (char (*)[128])qlora__calloc(n_e, 128);
-    float **perm = (float **)qlora__calloc((size_t)l->n_mods, sizeof(float *));   // q/k B in HF row order
     qlora__buf js = { NULL, 0, 0, 0 };
     qlora_result r = QLORA_OK;
     char path[4096];
-    if (!e || !names || !perm) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "save adapter: out of memory"); goto done; }
+    if (!e || !names) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "save adapter: out of memory"); goto done; }
+    if (m && l->n_layers != m->cfg.n_layers) { r = QLORA__ERR(ctx, QLORA_ERR_SHAPE, "save adapter: adapter has %d layers, the model %d", l->n_layers, m->cfg.n_layers); goto done; }
     if (strlen(dir) > sizeof path - 64) { r = QLORA__ERR(ctx, QLORA_ERR_INVALID_ARG, "save adapter: directory name too long"); goto done; }
     qlora__mkdir(dir);
     for (int i = 0; i < l->n_mods; i++) {
         const qlora_lora_module *md = &l->mods[i];
-        const float *B = md->B;
-        if (md->mod == QLORA_MOD_Q || md->mod == QLORA_MOD_K) {
-            float *pb = QLORA__CALLOC_T(float, (size_t)md->out * (size_t)r_);
-            if (!pb) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "save adapter: out of memory"); goto done; }
-            for (size_t row = 0; row < (size_t)md->out; row++)     // hf[perm(row)] = ours[row]
-                memcpy(pb + qlora__rope_perm_row(row, D) * (size_t)r_, md->B + row * (size_t)r_, (size_t)r_ * sizeof(float));
-            perm[i] = pb;
-            B = pb;
-        }
         qlora__peft_key(names[k], 128, "base_model.model.model.", md->layer, md->mod, "lora_A.weight");
         e[k].name = names[k]; e[k].dtype = "F32"; e[k].n_dims = 2; e[k].shape[0] = r_; e[k].shape[1] = md->in;
         e[k].data = md->A; e[k].nbytes = (size_t)r_ * (size_t)md->in * 4; k++;
         qlora__peft_key(names[k], 128, "base_model.model.model.", md->layer, md->mod, "lora_B.weight");
         e[k].name = names[k]; e[k].dtype = "F32"; e[k].n_dims = 2; e[k].shape[0] = md->out; e[k].shape[1] = r_;
-        e[k].data = B; e[k].nbytes = (size_t)md->out * (size_t)r_ * 4; k++;
+        e[k].data = md->B; e[k].nbytes = (size_t)md->out * (size_t)r_ * 4; k++;
         if (md->bias) {      // PEFT bias="all"/"lora_only": the wrapped base layer's bias
             qlora__peft_key(names[k], 128, "base_model.model.model.", md->layer, md->mod, "base_layer.bias");
             e[k].name = names[k]; e[k].dtype = "F32"; e[k].n_dims = 1; e[k].shape[0] = md->out;
-            if (md->mod == QLORA_MOD_Q || md->mod == QLORA_MOD_K) {
-                // bias rows follow the weight rows: permute back to HF order as well
-                float *pbias = QLORA__CALLOC_T(float, (size_t)md->out);
-                if (!pbias) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "save adapter: out of memory"); goto done; }
-                for (size_t row = 0; row < (size_t)md->out; row++) pbias[qlora__rope_perm_row(row, D)] = md->bias[row];
-                float *nb = (float *)QLORA__REALLOC(perm[i], ((size_t)md->out * (size_t)r_ + (size_t)md->out) * sizeof(float));
-                if (!nb) { QLORA__FREE(pbias); r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "save adapter: out of memory"); goto done; }
-                memcpy(nb + (size_t)md->out * (size_t)r_, pbias, (size_t)md->out * sizeof(float));
-                QLORA__FREE(pbias);
-                perm[i] = nb;
-                e[k - 1].data = nb;                       // B moved with the realloc
-                e[k].data = nb + (size_t)md->out * (size_t)r_;
-            } else {
-                e[k].data = md->bias;
-            }
+            e[k].data = md->bias;
             e[k].nbytes = (size_t)md->out * 4; k++;
         }
     }
@@ -498,8 +498,6 @@ QLORA__DEF qlora_result qlora_lora_save_peft(qlora_ctx *ctx, const qlora_lora *l
         r = qlora__write_atomic(ctx, path, parts, sizes, 1);
     }
 done:
-    if (perm) for (int i = 0; i < l->n_mods; i++) QLORA__FREE(perm[i]);
-    QLORA__FREE(perm);
     QLORA__FREE(names);
     QLORA__FREE(e);
     QLORA__FREE(js.p);
@@ -516,10 +514,9 @@ static int qlora__peft_module_id(const char *s, size_t n) {
     return -1;
 }
 
-// Reads a (rows, cols) F32/F16/BF16 safetensors entry into dst (rows x cols f32), optionally with
-// row permutation (dst row `row` = file row perm(row)).
+// Reads a (rows, cols) F32/F16/BF16 safetensors entry (cols <= 0: a vector of rows) into dst as f32.
 static qlora_result qlora__peft_read(qlora_ctx *ctx, const char *file, const qlora_st_tensor *t, int64_t rows,
-                                     int64_t cols, float *dst, int perm_D) {
+                                     int64_t cols, float *dst) {
     int esz = !strcmp(t->dtype, "F32") ? 4 : (!strcmp(t->dtype, "F16") || !strcmp(t->dtype, "BF16")) ? 2 : 0;
     if (!esz) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16, BF16 are supported)", file, t->name, t->dtype);
     int ok = cols > 0 ? (t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols) : (t->n_dims == 1 && t->shape[0] == rows);
@@ -533,8 +530,7 @@ static qlora_result qlora__peft_read(qlora_ctx *ctx, const char *file, const qlo
     }
     if (cols <= 0) cols = 1;
     for (int64_t row = 0; row < rows; row++) {
-        size_t src_row = perm_D ? qlora__rope_perm_row((size_t)row, perm_D) : (size_t)row;
-        const uint8_t *p = t->data + src_row * (size_t)cols * (size_t)esz;
+        const uint8_t *p = t->data + (size_t)row * (size_t)cols * (size_t)esz;
         float *o = dst + (size_t)row * (size_t)cols;
         for (int64_t c = 0; c < cols; c++, p += esz) {
             if (esz == 4) o[c] = qlora__f32_from_bits(qlora__rd_u32(p));
@@ -646,7 +642,6 @@ QLORA__DEF qlora_result qlora_lora_load_peft(qlora_ctx *ctx, const qlora_model *
     if ((r = qlora_lora_create(ctx, m, &lc, &l)) != QLORA_OK) goto done;
     for (int i = 0; i < l->n_mods; i++) {
         qlora_lora_module *md = &l->mods[i];
-        int perm_D = (md->mod == QLORA_MOD_Q || md->mod == QLORA_MOD_K) ? m->cfg.head_dim : 0;
         const char *sfx[3] = { "lora_A.weight", "lora_B.weight", "base_layer.bias" };
         for (int part = 0; part < 3; part++) {
             if (part == 2 && !md->bias) break;
@@ -658,9 +653,9 @@ QLORA__DEF qlora_result qlora_lora_load_peft(qlora_ctx *ctx, const qlora_model *
             }
             if (!t) QLORA__LFAIL(QLORA_ERR_NOT_FOUND, "%s: tensor '%s' is missing (adapter_config.json targets %s in every layer)", stpath, key, qlora__mod_names[md->mod]);
             used[t - st->tensors] = 1;
-            if (part == 0) r = qlora__peft_read(ctx, stpath, t, lc.r, md->in, md->A, 0);
-            else if (part == 1) r = qlora__peft_read(ctx, stpath, t, md->out, lc.r, md->B, perm_D);
-            else r = qlora__peft_read(ctx, stpath, t, md->out, 0, md->bias, perm_D);
+            if (part == 0) r = qlora__peft_read(ctx, stpath, t, lc.r, md->in, md->A);
+            else if (part == 1) r = qlora__peft_read(ctx, stpath, t, md->out, lc.r, md->B);
+            else r = qlora__peft_read(ctx, stpath, t, md->out, 0, md->bias);
             if (r != QLORA_OK) goto done;
         }
     }
@@ -683,6 +678,7 @@ static const char *const qlora__mod_gguf[QLORA_MOD_COUNT] = { "attn_q", "attn_k"
 
 QLORA__DEF qlora_result qlora_lora_export_gguf(qlora_ctx *ctx, const qlora_lora *l, const qlora_model *m, const char *path) {
     qlora_gguf_writer *w = NULL;
+    qlora_tensor *bt = NULL;
     qlora_result r;
     for (int i = 0; i < l->n_mods; i++)
         if (l->mods[i].bias)
@@ -695,18 +691,23 @@ QLORA__DEF qlora_result qlora_lora_export_gguf(qlora_ctx *ctx, const qlora_lora 
         (r = qlora_gguf_writer_set_str(w, "general.type", "adapter")) != QLORA_OK ||
         (r = qlora_gguf_writer_set_str(w, "adapter.type", "lora")) != QLORA_OK ||
         (r = qlora_gguf_writer_set_f32(w, "adapter.lora.alpha", alpha)) != QLORA_OK) goto done;
+    bt = QLORA__CALLOC_T(qlora_tensor, (size_t)l->n_mods);   // B viewed as tensors (q/k: written permuted)
+    if (!bt) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "%s: out of memory", path); goto done; }
     for (int i = 0; i < l->n_mods && r == QLORA_OK; i++) {
         const qlora_lora_module *md = &l->mods[i];
         char name[64];
-        int64_t ne_a[2] = { md->in, l->cfg.r }, ne_b[2] = { l->cfg.r, md->out };   // PyTorch shapes reversed
+        int64_t ne_a[2] = { md->in, l->cfg.r };                   // PyTorch (r, in) reversed, same bytes
+        int perm_D = (md->mod == QLORA_MOD_Q || md->mod == QLORA_MOD_K) ? m->cfg.head_dim : 0;
         snprintf(name, sizeof name, "blk.%d.%s.weight.lora_a", md->layer, qlora__mod_gguf[md->mod]);
         r = qlora_gguf_writer_add(w, name, QLORA_TYPE_F32, 2, ne_a, md->A);
+        qlora__tensor_init(&bt[i], QLORA_TYPE_F32, l->cfg.r, md->out, md->B);    // ne = [r, out]
         snprintf(name, sizeof name, "blk.%d.%s.weight.lora_b", md->layer, qlora__mod_gguf[md->mod]);
-        if (r == QLORA_OK) r = qlora_gguf_writer_add(w, name, QLORA_TYPE_F32, 2, ne_b, md->B);   // our rows = GGUF rows
+        if (r == QLORA_OK) r = qlora__gw_add_tensor(w, name, QLORA_TYPE_F32, &bt[i], perm_D);
     }
     if (r == QLORA_OK) r = qlora_gguf_writer_write(ctx, w, path);
 done:
     qlora_gguf_writer_free(w);
+    QLORA__FREE(bt);
     return r;
 }
 
@@ -939,16 +940,17 @@ QLORA__DEF qlora_result qlora_model_save_gguf(qlora_ctx *ctx, const qlora_model 
     QLORA__W(qlora_gguf_writer_add_tensor(w, "token_embd.weight", type, &m->tok_embd));
     for (int l = 0; l < c->n_layers; l++) {
         const qlora_layer *ly = &m->layers[l];
-        struct { const char *n; const qlora_tensor *t; int vec; } spec[] = {
-            { "attn_norm.weight", &ly->attn_norm, 1 }, { "attn_q.weight", &ly->wq, 0 }, { "attn_k.weight", &ly->wk, 0 },
-            { "attn_v.weight", &ly->wv, 0 }, { "attn_output.weight", &ly->wo, 0 }, { "attn_q.bias", &ly->bq, 1 },
-            { "attn_k.bias", &ly->bk, 1 }, { "attn_v.bias", &ly->bv, 1 }, { "ffn_norm.weight", &ly->ffn_norm, 1 },
-            { "ffn_gate.weight", &ly->w_gate, 0 }, { "ffn_up.weight", &ly->w_up, 0 }, { "ffn_down.weight", &ly->w_down, 0 } };
+        const int D = c->head_dim;                        // q/k (weights and biases) go out in GGUF row order
+        struct { const char *n; const qlora_tensor *t; int vec, perm; } spec[] = {
+            { "attn_norm.weight", &ly->attn_norm, 1, 0 }, { "attn_q.weight", &ly->wq, 0, D }, { "attn_k.weight", &ly->wk, 0, D },
+            { "attn_v.weight", &ly->wv, 0, 0 }, { "attn_output.weight", &ly->wo, 0, 0 }, { "attn_q.bias", &ly->bq, 1, D },
+            { "attn_k.bias", &ly->bk, 1, D }, { "attn_v.bias", &ly->bv, 1, 0 }, { "ffn_norm.weight", &ly->ffn_norm, 1, 0 },
+            { "ffn_gate.weight", &ly->w_gate, 0, 0 }, { "ffn_up.weight", &ly->w_up, 0, 0 }, { "ffn_down.weight", &ly->w_down, 0, 0 } };
         for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
             char name[64];
             if (!spec[i].t->data) continue;               // absent bias
             snprintf(name, sizeof name, "blk.%d.%s", l, spec[i].n);
-            QLORA__W(qlora_gguf_writer_add_tensor(w, name, spec[i].vec ? QLORA_TYPE_F32 : type, spec[i].t));
+            QLORA__W(qlora__gw_add_tensor(w, name, spec[i].vec ? QLORA_TYPE_F32 : type, spec[i].t, spec[i].perm));
         }
     }
     QLORA__W(qlora_gguf_writer_add_tensor(w, "output_norm.weight", QLORA_TYPE_F32, &m->out_norm));

@@ -27,7 +27,8 @@ typedef struct qlora_data_config {
     int      packing;           // concatenate examples (each ending in EOS) into full T windows
     int      no_eos;            // do not append EOS to jsonl/alpaca/fortune examples
     int      skip_long_prompts; // skip (and count) examples whose prompt fills T, instead of failing
-    int      pad_to_max;        // batches always T wide (default: as wide as the longest row)
+    int      pad_to_max;        // batches always T wide (default: as wide as the longest row);
+                                // the trainer copies it into qlora_data_loader.pad_to_max
     uint64_t seed;              // shuffling and validation split (the CLI passes --seed, 42)
     size_t   max_samples;       // keep the first N examples of the file (0 = all)
     double   validation_split;  // fraction in [0,1) held out for eval when no eval file is given
@@ -96,6 +97,7 @@ typedef struct qlora_data_cursor {
     uint64_t epoch;             // completed passes
     uint64_t pos;               // rows of the current epoch already handed out
     uint64_t seed;              // shuffling seed
+    uint64_t rows;              // dataset rows when saved (restore refuses other data; 0 = unchecked)
 } qlora_data_cursor;
 
 typedef struct qlora_data_loader {

@@ -27,22 +27,22 @@ QLORA__DEF qlora_result qlora_data_format_parse(qlora_ctx *ctx, const char *name
 }
 
 // splitmix64 (Steele et al. 2014): the whole state is one integer, so a cursor can hold it.
-static uint64_t qlora__splitmix64(uint64_t *s) {
+static uint64_t qlora__data_splitmix64(uint64_t *s) {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 // Fisher-Yates over perm[0..n) (modulo bias < n / 2^64: irrelevant for data order).
-static void qlora__shuffle(size_t *perm, size_t n, uint64_t state) {
+static void qlora__data_shuffle(size_t *perm, size_t n, uint64_t state) {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(qlora__splitmix64(&state) % (uint64_t)i);
+        size_t j = (size_t)(qlora__data_splitmix64(&state) % (uint64_t)i);
         size_t t = perm[i - 1]; perm[i - 1] = perm[j]; perm[j] = t;
     }
 }
 
 // Grow *p (elements of size elem, capacity *cap) to hold need elements.
-static int qlora__reserve(void **p, size_t *cap, size_t need, size_t elem) {
+static int qlora__data_reserve(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return 1;
     size_t nc = *cap ? *cap : 64, bytes;
     while (nc < need) { if (nc > SIZE_MAX / 2) return 0; nc *= 2; }
@@ -86,7 +86,7 @@ static qlora_result qlora__db_oom(qlora__dbuild *b) {
 static qlora_result qlora__db_cat(qlora__dbuild *b, const char *s, size_t n) {
     size_t need;
     if (!qlora__add_ok(b->slen, n, &need) || !qlora__add_ok(need, 1, &need) ||
-        !qlora__reserve((void **)&b->s, &b->cap_s, need, 1)) return qlora__db_oom(b);
+        !qlora__data_reserve((void **)&b->s, &b->cap_s, need, 1)) return qlora__db_oom(b);
     if (n) memcpy(b->s + b->slen, s, n);
     b->slen += n;
     b->s[b->slen] = 0;
@@ -99,10 +99,10 @@ static qlora_result qlora__db_tok(qlora__dbuild *b, const char *s, size_t len, i
                                   int32_t **dst, size_t *cap, size_t *n) {
     if (len == 0) s = "";                 // qlora_tokenize reads len 0 as "NUL-terminated"
     size_t guess = len + 8;               // SPM (byte fallback) and BPE give at most ~1 token per byte
-    if (!qlora__reserve((void **)dst, cap, guess, sizeof **dst)) return qlora__db_oom(b);
+    if (!qlora__data_reserve((void **)dst, cap, guess, sizeof **dst)) return qlora__db_oom(b);
     qlora_result r = qlora_tokenize(b->tok, s, len, add_special, *dst, *cap, n);
     if (r == QLORA_ERR_RANGE) {
-        if (!qlora__reserve((void **)dst, cap, *n, sizeof **dst)) return qlora__db_oom(b);
+        if (!qlora__data_reserve((void **)dst, cap, *n, sizeof **dst)) return qlora__db_oom(b);
         r = qlora_tokenize(b->tok, s, len, add_special, *dst, *cap, n);
     }
     if (r != QLORA_OK) return QLORA__ERR(b->ctx, r, "%s: tokenizer failed: %s", qlora__db_loc(b), qlora_result_string(r));
@@ -131,9 +131,9 @@ static qlora_result qlora__db_push(qlora__dbuild *b, const int32_t *ids, const i
     }
     size_t need;
     if (!qlora__add_ok(b->n_tok, n, &need) ||
-        !qlora__reserve((void **)&b->ids, &b->cap_tok, need, sizeof *b->ids)) return qlora__db_oom(b);
-    if (!qlora__reserve((void **)&b->labels, &b->cap_labels, need, sizeof *b->labels)) return qlora__db_oom(b);
-    if (!qlora__reserve((void **)&b->off, &b->cap_off, b->n + 2, sizeof *b->off)) return qlora__db_oom(b);
+        !qlora__data_reserve((void **)&b->ids, &b->cap_tok, need, sizeof *b->ids)) return qlora__db_oom(b);
+    if (!qlora__data_reserve((void **)&b->labels, &b->cap_labels, need, sizeof *b->labels)) return qlora__db_oom(b);
+    if (!qlora__data_reserve((void **)&b->off, &b->cap_off, b->n + 2, sizeof *b->off)) return qlora__db_oom(b);
     memcpy(b->ids + b->n_tok, ids, n * sizeof *ids);
     for (size_t t = 0; t < n; t++) {
         int32_t l = lab ? lab[t] : ids[t];
@@ -156,7 +156,7 @@ static qlora_result qlora__db_plain(qlora__dbuild *b, const char *text, size_t l
     qlora_result r = qlora__db_tok(b, text, len, 1, &b->tmp, &b->cap_tmp, &n);
     if (r != QLORA_OK) return r;
     if (!b->cfg->no_eos && b->eos >= 0) {
-        if (!qlora__reserve((void **)&b->tmp, &b->cap_tmp, n + 1, sizeof *b->tmp)) return qlora__db_oom(b);
+        if (!qlora__data_reserve((void **)&b->tmp, &b->cap_tmp, n + 1, sizeof *b->tmp)) return qlora__db_oom(b);
         b->tmp[n++] = b->eos;
     }
     return qlora__db_push(b, b->tmp, NULL, n, 0);
@@ -169,10 +169,10 @@ static qlora_result qlora__db_prompted(qlora__dbuild *b, size_t prompt_len) {
     if (r == QLORA_OK) r = qlora__db_tok(b, b->s, b->slen, 1, &b->tmp, &b->cap_tmp, &n);
     if (r != QLORA_OK) return r;
     if (!b->cfg->no_eos && b->eos >= 0) {
-        if (!qlora__reserve((void **)&b->tmp, &b->cap_tmp, n + 1, sizeof *b->tmp)) return qlora__db_oom(b);
+        if (!qlora__data_reserve((void **)&b->tmp, &b->cap_tmp, n + 1, sizeof *b->tmp)) return qlora__db_oom(b);
         b->tmp[n++] = b->eos;
     }
-    if (!qlora__reserve((void **)&b->lab, &b->cap_lab, n, sizeof *b->lab)) return qlora__db_oom(b);
+    if (!qlora__data_reserve((void **)&b->lab, &b->cap_lab, n, sizeof *b->lab)) return qlora__db_oom(b);
     for (size_t t = 0; t < n; t++) b->lab[t] = t < np ? QLORA_IGNORE_INDEX : b->tmp[t];
     return qlora__db_push(b, b->tmp, b->lab, n, np ? np : 1);
 }
@@ -246,7 +246,7 @@ static qlora_result qlora__db_alpaca(qlora__dbuild *b, const qlora_json *o) {
 }
 
 // ShareGPT / OpenAssistant role names -> the chat template's.
-static const char *qlora__chat_role(const char *r) {
+static const char *qlora__data_chat_role(const char *r) {
     if (!strcmp(r, "human") || !strcmp(r, "prompter") || !strcmp(r, "user")) return "user";
     if (!strcmp(r, "gpt") || !strcmp(r, "bot") || !strcmp(r, "model") || !strcmp(r, "assistant")) return "assistant";
     return r;
@@ -258,7 +258,7 @@ static qlora_result qlora__db_prefix_tokens(qlora__dbuild *b, const qlora_chat_m
                                             const int32_t *full, size_t n_full, size_t *out) {
     size_t need = qlora_chat_render(b->tok, m, k, gen, NULL, 0), n = 0;
     b->slen = 0;
-    if (!qlora__reserve((void **)&b->s, &b->cap_s, need + 1, 1)) return qlora__db_oom(b);
+    if (!qlora__data_reserve((void **)&b->s, &b->cap_s, need + 1, 1)) return qlora__db_oom(b);
     qlora_chat_render(b->tok, m, k, gen, b->s, need + 1);
     b->slen = need;
     qlora_result r = qlora__db_tok(b, b->s, need, 1, &b->tmp2, &b->cap_tmp2, &n);
@@ -287,7 +287,7 @@ static qlora_result qlora__db_chat(qlora__dbuild *b, const qlora_json *o) {
                            qlora__db_loc(b), ak, k, rk, ck);
             break;
         }
-        m[k].role = qlora__chat_role(role->str);
+        m[k].role = qlora__data_chat_role(role->str);
         m[k].content = content->str;
         n_asst += !strcmp(m[k].role, "assistant");
     }
@@ -296,14 +296,14 @@ static qlora_result qlora__db_chat(qlora__dbuild *b, const qlora_json *o) {
     size_t n = 0;
     if (r == QLORA_OK) {   // the whole conversation, as the model will see it
         size_t need = qlora_chat_render(b->tok, m, k, 0, NULL, 0);
-        if (!qlora__reserve((void **)&b->s, &b->cap_s, need + 1, 1)) r = qlora__db_oom(b);
+        if (!qlora__data_reserve((void **)&b->s, &b->cap_s, need + 1, 1)) r = qlora__db_oom(b);
         else {
             qlora_chat_render(b->tok, m, k, 0, b->s, need + 1);
             b->slen = need;
             r = qlora__db_tok(b, b->s, need, 1, &b->tmp, &b->cap_tmp, &n);
         }
     }
-    if (r == QLORA_OK && !qlora__reserve((void **)&b->lab, &b->cap_lab, n ? n : 1, sizeof *b->lab)) r = qlora__db_oom(b);
+    if (r == QLORA_OK && !qlora__data_reserve((void **)&b->lab, &b->cap_lab, n ? n : 1, sizeof *b->lab)) r = qlora__db_oom(b);
     size_t first = 0;
     if (r == QLORA_OK) {
         for (size_t t = 0; t < n; t++) b->lab[t] = QLORA_IGNORE_INDEX;
@@ -336,17 +336,17 @@ static qlora_result qlora__db_record(qlora__dbuild *b, const qlora_json *o) {
     return v ? qlora__db_plain(b, v->str, v->len) : r;
 }
 
-static int qlora__is_blank(const char *s, size_t n) {
+static int qlora__data_blank(const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') return 0;
     return 1;
 }
 // "line 1, column 7: what" (the parser's) -> "column 7: what".
-static const char *qlora__json_err_tail(const char *e) {
+static const char *qlora__data_json_err(const char *e) {
     return !strncmp(e, "line 1, ", 8) ? e + 8 : e;
 }
 
 // AUTO: a record's keys name its format.
-static qlora_data_format qlora__sniff_record(const qlora_json *o) {
+static qlora_data_format qlora__data_sniff_record(const qlora_json *o) {
     if (qlora_json_get(o, "messages") || qlora_json_get(o, "conversations")) return QLORA_DATA_CHAT;
     if (qlora_json_get(o, "instruction")) return QLORA_DATA_ALPACA;
     return QLORA_DATA_JSONL;
@@ -359,12 +359,10 @@ static qlora_result qlora__db_json(qlora__dbuild *b, const char *data, size_t si
     while (i < size && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n')) i++;
     if (i < size && data[i] == '[') {
         qlora_json *root = NULL;
-        b->in_array = 0; b->line = 1;
-        for (size_t k = 0; k < i; k++) b->line += data[k] == '\n';
         qlora_result r = qlora_json_parse(data, size, &root, err, sizeof err);
         if (r != QLORA_OK) return QLORA__ERR(b->ctx, r == QLORA_ERR_OUT_OF_MEMORY ? r : QLORA_ERR_JSON, "%s: malformed JSON: %s", b->name, err);
         b->in_array = 1;
-        if (sniff) b->fmt = root->child ? qlora__sniff_record(root->child) : QLORA_DATA_JSONL;
+        if (sniff) b->fmt = root->child ? qlora__data_sniff_record(root->child) : QLORA_DATA_JSONL;
         b->line = 0;
         for (const qlora_json *it = root->child; it && r == QLORA_OK && !b->full; it = it->next) {
             b->line++;
@@ -378,13 +376,13 @@ static qlora_result qlora__db_json(qlora__dbuild *b, const char *data, size_t si
         const char *nl = (const char *)memchr(data + p, '\n', size - p);
         size_t e = nl ? (size_t)(nl - data) : size;
         b->line++;
-        if (!qlora__is_blank(data + p, e - p)) {
+        if (!qlora__data_blank(data + p, e - p)) {
             qlora_json *o = NULL;
             qlora_result r = qlora_json_parse(data + p, e - p, &o, err, sizeof err);
             if (r != QLORA_OK)
                 return QLORA__ERR(b->ctx, r == QLORA_ERR_OUT_OF_MEMORY ? r : QLORA_ERR_JSON, "%s: malformed JSON: %s",
-                                  qlora__db_loc(b), qlora__json_err_tail(err));
-            if (sniff) { b->fmt = qlora__sniff_record(o); sniff = 0; }
+                                  qlora__db_loc(b), qlora__data_json_err(err));
+            if (sniff) { b->fmt = qlora__data_sniff_record(o); sniff = 0; }
             r = qlora__db_record(b, o);
             qlora_json_free(o);
             if (r != QLORA_OK) return r;
@@ -443,7 +441,7 @@ static int qlora__data_ext_is(const char *s, const char *suf) {
     }
     return 1;
 }
-static qlora_data_format qlora__sniff_file(const char *name, const char *data, size_t size) {
+static qlora_data_format qlora__data_sniff_file(const char *name, const char *data, size_t size) {
     if (qlora__data_ext_is(name, ".txt")) return QLORA_DATA_TEXT;
     if (qlora__data_ext_is(name, ".jsonl") || qlora__data_ext_is(name, ".json")) return QLORA_DATA_AUTO;   // by the first record
     for (size_t p = 0; p < size;) {
@@ -494,7 +492,7 @@ QLORA__DEF qlora_result qlora_dataset_load_memory(qlora_ctx *ctx, const qlora_to
     b.ctx = ctx; b.tok = tok; b.cfg = cfg; b.name = name; b.T = T;
     b.bos = qlora_tokenizer_bos(tok);
     b.eos = qlora_tokenizer_eos(tok);
-    b.fmt = cfg->format ? cfg->format : qlora__sniff_file(name, data, size);
+    b.fmt = cfg->format ? cfg->format : qlora__data_sniff_file(name, data, size);
     qlora_result r;
     switch (b.fmt) {
     case QLORA_DATA_TEXT:    r = qlora__db_text(&b, data, size); break;
@@ -589,7 +587,7 @@ QLORA__DEF qlora_result qlora_dataset_split(qlora_ctx *ctx, const qlora_dataset 
     if (!perm || !is_eval) r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "%s: out of memory", ds->name);
     if (r == QLORA_OK) {
         for (size_t i = 0; i < ds->n; i++) perm[i] = i;
-        qlora__shuffle(perm, ds->n, seed ^ 0x5EED5EED5EED5EEDull);   // a stream apart from the epoch orders
+        qlora__data_shuffle(perm, ds->n, seed ^ 0x5EED5EED5EED5EEDull);   // a stream apart from the epoch orders
         for (size_t i = 0; i < n_eval; i++) is_eval[perm[i]] = 1;
         r = qlora__ds_subset(ctx, ds, is_eval, 0, "[train]", train);
         if (r == QLORA_OK) r = qlora__ds_subset(ctx, ds, is_eval, 1, "[eval]", eval);
@@ -711,8 +709,8 @@ static void qlora__loader_order(qlora_data_loader *L) {
     for (size_t i = 0; i < L->ds->n; i++) L->perm[i] = i;
     if (L->shuffle) {
         uint64_t st = L->cur.seed, mix = L->cur.epoch;
-        st ^= qlora__splitmix64(&mix);
-        qlora__shuffle(L->perm, L->ds->n, st);
+        st ^= qlora__data_splitmix64(&mix);
+        qlora__data_shuffle(L->perm, L->ds->n, st);
     }
     L->perm_epoch = L->cur.epoch;
 }
@@ -746,12 +744,20 @@ QLORA__DEF int qlora_loader_next(qlora_data_loader *L, qlora_batch *b) {
     return rows;
 }
 QLORA__DEF void qlora_loader_rewind(qlora_data_loader *L) { L->cur.pos = 0; }
-QLORA__DEF qlora_data_cursor qlora_loader_cursor(const qlora_data_loader *L) { return L->cur; }
+QLORA__DEF qlora_data_cursor qlora_loader_cursor(const qlora_data_loader *L) {
+    qlora_data_cursor c = L->cur;
+    c.rows = L->ds->n;
+    return c;
+}
 QLORA__DEF qlora_result qlora_loader_restore(qlora_ctx *ctx, qlora_data_loader *L, qlora_data_cursor c) {
+    if (c.rows && c.rows != L->ds->n)
+        return QLORA__ERR(ctx, QLORA_ERR_RANGE, "data cursor was saved for %llu rows but %s has %zu: different data or settings?",
+                          (unsigned long long)c.rows, L->ds->name, L->ds->n);
     if (c.pos > L->ds->n)
         return QLORA__ERR(ctx, QLORA_ERR_RANGE, "data cursor position %llu is past the dataset (%zu rows): different data?",
                           (unsigned long long)c.pos, L->ds->n);
     L->cur = c;
+    L->cur.rows = 0;
     L->perm_epoch = UINT64_MAX;
     return QLORA_OK;
 }

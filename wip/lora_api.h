@@ -52,3 +52,6 @@ QLORA_API qlora_result qlora_lora_create(qlora_ctx *ctx, const qlora_model *m, c
 QLORA_API void qlora_lora_free(qlora_lora *l);
 QLORA_API qlora_lora_module *qlora_lora_get(const qlora_lora *l, int layer, qlora_module mod);
 QLORA_API void qlora_lora_zero_grad(qlora_lora *l);
+// Element counts of the trainable tensors in params order (A, B[, bias] per module): the segments
+// the optimizers need. Returns the count; writes up to cap (seg_len may be NULL to size).
+QLORA_API size_t qlora_lora_segments(const qlora_lora *l, size_t *seg_len, size_t cap);

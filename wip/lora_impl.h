@@ -131,3 +131,17 @@ QLORA__DEF qlora_lora_module *qlora_lora_get(const qlora_lora *l, int layer, qlo
 }
 
 QLORA__DEF void qlora_lora_zero_grad(qlora_lora *l) { memset(l->grads, 0, l->n_params * sizeof(float)); }
+
+QLORA__DEF size_t qlora_lora_segments(const qlora_lora *l, size_t *seg_len, size_t cap) {
+    size_t n = 0;
+    for (int i = 0; i < l->n_mods; i++) {
+        const qlora_lora_module *md = &l->mods[i];
+        size_t parts[3] = { (size_t)l->cfg.r * (size_t)md->in, (size_t)md->out * (size_t)l->cfg.r, md->bias ? (size_t)md->out : 0 };
+        for (int k = 0; k < 3; k++) {
+            if (!parts[k]) continue;
+            if (seg_len && n < cap) seg_len[n] = parts[k];
+            n++;
+        }
+    }
+    return n;
+}

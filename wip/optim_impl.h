@@ -244,11 +244,17 @@ typedef struct qlora__optim_task {
     const qlora__optim_scalars *k;
 } qlora__optim_task;
 
+// Decoupled weight decay p *= 1 - lr*wd, as its own pass: fused into the following add by a
+// contracting compiler it would no longer round like torch's separate mul_.
+static void qlora__optim_decay(float *p, size_t n, float decay) {
+    for (size_t i = 0; i < n; i++) p[i] = p[i] * decay;
+}
+
 // torch.optim.adam._single_tensor_adam, decoupled_weight_decay=True (AdamW), amsgrad=False.
 static void qlora__adamw_torch(float *p, const float *g, float *m, float *v, size_t n, const qlora__optim_scalars *k) {
+    if (k->decay_on) qlora__optim_decay(p, n, k->decay);                // param.mul_(1 - lr*wd)
     for (size_t i = 0; i < n; i++) {
         float x = p[i];
-        if (k->decay_on) x = x * k->decay;                              // param.mul_(1 - lr*wd)
         // exp_avg.lerp_(grad, 1-b1): vectorized lerp = fmadd(w, end - start, start) for |w| < 0.5,
         // else fmadd(w - 1, end - start, end)
         float w = k->one_minus_b1, d = g[i] - m[i];
@@ -261,11 +267,11 @@ static void qlora__adamw_torch(float *p, const float *g, float *m, float *v, siz
 
 // bitsandbytes backends/cpu/ops.py _optimizer_update_32bit_cpu ("adam", max_unorm 0).
 static void qlora__adamw_bnb32(float *p, const float *g, float *m, float *v, size_t n, const qlora__optim_scalars *k) {
+    if (k->decay_on) qlora__optim_decay(p, n, k->decay);                // p_float.mul_(1 - lr*wd)
     for (size_t i = 0; i < n; i++) {
         m[i] = fmaf(g[i], k->one_minus_b1, m[i] * k->b1);               // mul_(b1).add_(g, alpha=1-b1)
         v[i] = fmaf(k->one_minus_b2 * g[i], g[i], v[i] * k->b2);        // mul_(b2).addcmul_(g, g, 1-b2)
         float x = p[i];
-        if (k->decay_on) x = x * k->decay;
         float upd = m[i] / (sqrtf(v[i]) + k->c_eps_c2);                 // s1 / (sqrt(s2) + eps*c2)
         p[i] = fmaf(upd, k->c_step_size, x);                            // add_(update, alpha=step_size)
     }
@@ -312,14 +318,13 @@ static void qlora__optim_requant(const float *s, size_t n, int tail, const float
 static void qlora__adamw_bnb8_block(const qlora_optim *o, float *p, const float *g, uint8_t *q1, uint8_t *q2,
                                     float *absmax1, float *absmax2, size_t n, int tail, const qlora__optim_scalars *k) {
     float s1[QLORA__OPTIM_BLOCK], s2[QLORA__OPTIM_BLOCK];
+    if (k->decay_on) qlora__optim_decay(p, n, k->decay);                // decay BEFORE the step (CPU backend)
     for (size_t i = 0; i < n; i++) {
         float m = o->map1[q1[i]] * *absmax1, v = o->map2[q2[i]] * *absmax2;
         m = fmaf(g[i], k->one_minus_b1, m * k->b1);                     // mul_(b1).add_(g, alpha=1-b1)
         v = fmaf(k->one_minus_b2 * g[i], g[i], v * k->b2);              // mul_(b2).addcmul_(g, g, 1-b2)
         float denom = sqrtf(v) / k->q_c2 + k->q_eps;                    // (s2.sqrt() / c2).add_(eps)
-        float x = p[i];
-        if (k->decay_on) x = x * k->decay;                              // decay BEFORE the step (CPU backend)
-        p[i] = x + k->q_neg_lr_c1 * m / denom;                          // addcdiv_(s1, denom, -lr/c1)
+        p[i] = p[i] + k->q_neg_lr_c1 * m / denom;                          // addcdiv_(s1, denom, -lr/c1)
         s1[i] = m; s2[i] = v;
     }
     qlora__optim_requant(s1, n, tail, o->bounds1, q1, absmax1);
