@@ -112,7 +112,8 @@ int main(void) {
     const int D = m->cfg.head_dim, V = m->cfg.vocab_size;
 
     /* ---- an adapter with random nonzero B on every linear ---- */
-    qlora_lora_config lc = {0};
+    qlora_lora_config lc;
+    memset(&lc, 0, sizeof lc);
     lc.r = 4; lc.alpha = 8; lc.target_mask = QLORA_MODS_ALL_LINEAR; lc.seed = 7; lc.dropout = 0.05f;
     qlora_lora *l = NULL;
     CHECK(qlora_lora_create(ctx, m, &lc, &l) == QLORA_OK);
@@ -269,6 +270,42 @@ int main(void) {
         /* the GGUF writer: merged model -> .gguf -> reload: same logits (F32 exactly) */
         r = qlora_model_save_gguf(ctx, mm, OUT "/merged_f32.gguf", QLORA_TYPE_F32);
         CHECK_MSG(r == QLORA_OK, "%s", qlora_ctx_error(ctx));
+        /* llama.cpp's view: base.gguf W + (alpha/r) lora_b lora_a == merged.gguf W, row for row in GGUF order */
+        CHECK(qlora_model_save_gguf(ctx, m, OUT "/base_f32.gguf", QLORA_TYPE_F32) == QLORA_OK);
+        {
+            qlora_gguf *gb = NULL, *gm = NULL, *ga = NULL;
+            CHECK(qlora_gguf_open(ctx, OUT "/base_f32.gguf", &gb) == QLORA_OK && qlora_gguf_open(ctx, OUT "/merged_f32.gguf", &gm) == QLORA_OK &&
+                  qlora_gguf_open(ctx, OUT "/adapter.gguf", &ga) == QLORA_OK);
+            double wmax = 0;
+            int n_checked = 0;
+            const char *which[3] = { "attn_q", "attn_k", "ffn_up" };
+            for (int li = 0; gb && gm && ga && li < m->cfg.n_layers; li++) {
+                for (int w = 0; w < 3; w++) {
+                    char nb[64], na[80], nbb[80];
+                    snprintf(nb, sizeof nb, "blk.%d.%s.weight", li, which[w]);
+                    snprintf(na, sizeof na, "%s.lora_a", nb);
+                    snprintf(nbb, sizeof nbb, "%s.lora_b", nb);
+                    const qlora_gguf_tensor *tw = qlora_gguf_find_tensor(gb, nb), *tm = qlora_gguf_find_tensor(gm, nb);
+                    const qlora_gguf_tensor *ta = qlora_gguf_find_tensor(ga, na), *tb = qlora_gguf_find_tensor(ga, nbb);
+                    CHECK(tw && tm && ta && tb);
+                    if (!(tw && tm && ta && tb)) continue;
+                    const float *W = (const float *)(const void *)tw->data, *Wm = (const float *)(const void *)tm->data;
+                    const float *A = (const float *)(const void *)ta->data, *B = (const float *)(const void *)tb->data;
+                    int in = (int)tw->ne[0], out = (int)tw->ne[1], rr = (int)ta->ne[1];
+                    float sc = (float)qlora_gguf_float(ga, "adapter.lora.alpha", 0) / (float)tb->ne[0];
+                    for (int o = 0; o < out; o++)
+                        for (int i = 0; i < in; i++) {
+                            double d = 0;
+                            for (int k = 0; k < rr; k++) d += (double)B[(size_t)o * rr + k] * A[(size_t)k * in + i];
+                            wmax = fmax(wmax, fabs((double)W[(size_t)o * in + i] + sc * d - (double)Wm[(size_t)o * in + i]));
+                        }
+                    n_checked++;
+                }
+            }
+            fprintf(stderr, "llama.cpp semantics (base.gguf + alpha/r lora_b lora_a vs merged.gguf), %d tensors: max |d| = %.3g\n", n_checked, wmax);
+            CHECK(n_checked == 3 * m->cfg.n_layers && wmax < 1e-6);
+            qlora_gguf_close(gb); qlora_gguf_close(gm); qlora_gguf_close(ga);
+        }
         qlora_model *rl = NULL;
         r = qlora_model_load(ctx, OUT "/merged_f32.gguf", NULL, &rl);      /* tokenizer from the GGUF */
         CHECK_MSG(r == QLORA_OK, "%s", qlora_ctx_error(ctx));
@@ -360,6 +397,30 @@ int main(void) {
         expect_bad(ctx, m, QLORA_ERR_JSON, "adapter_config.json", "malformed JSON");
         free(c1);
 
+        /* target_modules as "all-linear" or as full module paths (PEFT >= 0.15 saves all-linear that way) */
+        {
+            const char *ts = strstr(cfg_text, "\"target_modules\": [");
+            const char *te = ts ? strstr(ts, "]") : NULL;
+            char *c2 = NULL;
+            if (ts && te) {
+                const char *variants[2] = { "\"target_modules\": \"all-linear\"",
+                    "\"target_modules\": [\"model.layers.0.self_attn.q_proj\", \"model.layers.0.self_attn.k_proj\", \"model.layers.3.self_attn.v_proj\", "
+                    "\"model.layers.0.self_attn.o_proj\", \"model.layers.0.mlp.gate_proj\", \"model.layers.0.mlp.up_proj\", \"model.layers.0.mlp.down_proj\"]" };
+                for (int v = 0; v < 2; v++) {
+                    size_t a = (size_t)(ts - cfg_text), nv = strlen(variants[v]);
+                    c2 = (char *)malloc(n_cfg + nv + 1);
+                    memcpy(c2, cfg_text, a); memcpy(c2 + a, variants[v], nv); strcpy(c2 + a + nv, te + 1);
+                    spit(BAD "/adapter_config.json", c2, strlen(c2));
+                    qlora_lora *lv = NULL;
+                    r = qlora_lora_load_peft(ctx, m, BAD, &lv);
+                    CHECK_MSG(r == QLORA_OK, "target_modules variant %d: %s", v, qlora_ctx_error(ctx));
+                    CHECK(lv && lv->cfg.target_mask == QLORA_MODS_ALL_LINEAR && lv->n_params == l->n_params &&
+                          !memcmp(lv->params, l->params, l->n_params * 4));
+                    qlora_lora_free(lv);
+                    free(c2);
+                }
+            }
+        }
         spit(BAD "/adapter_config.json", cfg_text, n_cfg);
         spit(BAD "/adapter_model.safetensors", st_bytes, n_st - 100);          /* truncated */
         expect_bad(ctx, m, QLORA_ERR_FORMAT, "adapter_model.safetensors", "truncated safetensors");

@@ -474,7 +474,7 @@ QLORA__DEF qlora_result qlora_lora_save_peft(qlora_ctx *ctx, const qlora_lora *l
                            "  \"init_lora_weights\": true,\n  \"layer_replication\": null,\n  \"layers_pattern\": null,\n"
                            "  \"layers_to_transform\": null,\n  \"loftq_config\": {},\n  \"lora_alpha\": ");
     qlora__buf_pyfloat(&js, l->cfg.alpha, 1);
-    qlora__buf_put(&js, ",\n  \"lora_bias\": false,\n  \"lora_dropout\": ", 41);
+    qlora__buf_printf(&js, ",\n  \"lora_bias\": false,\n  \"lora_dropout\": ");
     qlora__buf_pyfloat(&js, l->cfg.dropout, 0);
     qlora__buf_printf(&js, ",\n  \"lora_ga_config\": null,\n  \"megatron_config\": null,\n  \"megatron_core\": \"megatron.core\",\n"
                            "  \"modules_to_save\": null,\n  \"monteclora_config\": null,\n  \"peft_type\": \"LORA\",\n"

@@ -45,7 +45,7 @@ typedef struct qlora_dataset {
     int32_t  pad_id;            // EOS (0 when the tokenizer has none)
     qlora_data_format format;   // resolved
     size_t   n_tokens;          // off[n]
-    size_t   n_loss_tokens;     // labels != -100
+    size_t   n_loss_tokens;     // targets: labels != -100 at row positions >= 1 (after the shift)
     size_t   n_truncated;       // examples cut at max_seq_length
     size_t   n_skipped;         // examples dropped (skip_long_prompts)
     int      packed;            // rows are packed windows
@@ -85,7 +85,7 @@ typedef struct qlora_batch {
     int32_t *ids;               // (B, T)
     int32_t *labels;            // (B, T)
     int32_t *lengths;           // (B) real tokens per row
-    size_t   n_loss;            // labels != -100 in the batch (before the model's shift)
+    size_t   n_loss;            // targets in the batch: labels != -100 at columns >= 1
 } qlora_batch;
 QLORA_API qlora_result qlora_batch_init(qlora_ctx *ctx, qlora_batch *b, int B, int T);
 QLORA_API void qlora_batch_free(qlora_batch *b);

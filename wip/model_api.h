@@ -48,6 +48,7 @@ typedef struct qlora_model {
     qlora_st    **st; size_t n_st;
     qlora_file    raw;                // llama2.c checkpoint
     char         *chat_template;      // from GGUF / tokenizer_config.json, may be NULL
+    const struct qlora_lora *adapter; // optional LoRA applied by qlora_model_forward (not owned)
 } qlora_model;
 
 typedef struct qlora_load_options {

@@ -10,6 +10,15 @@
 // rows permuted for adjacent-pair RoPE; their loaders undo that permutation, so a QLoRA base
 // quantizes block for block like bitsandbytes on the HF checkpoint and adapters are PEFT's as-is.
 
+// A 2-D view of existing data (not owned).
+static void qlora__tensor_init(qlora_tensor *t, qlora_type type, int64_t ne0, int64_t ne1, const void *data) {
+    memset(t, 0, sizeof *t);
+    t->type = type;
+    t->ne[0] = ne0; t->ne[1] = ne1; t->ne[2] = t->ne[3] = 1;
+    t->n_dims = ne1 > 1 ? 2 : 1;
+    t->data = (void *)(uintptr_t)data;
+}
+
 // rmsnorm (llama2.c): o = w * (x / sqrt(mean(x^2) + eps))
 static void qlora__rmsnorm_forward(float *o, const float *x, const float *w, int C, float eps) {
     float ss = 0.0f;                                   // o, x: (C)   w: (C)
@@ -74,6 +83,7 @@ struct qlora_kv_cache {
     float *att;            // (max_T * H, n_ctx)
     float *logits_tmp;     // (V)
     float *wtmp;           // (C) weights of a norm converted to f32
+    float *lora_u, *lora_y;// (max_T, 256) (max_T, max(qd, F, C)) adapter branch scratch
 };
 
 QLORA__DEF void qlora_kv_cache_free(qlora_kv_cache *kv) {
@@ -81,6 +91,7 @@ QLORA__DEF void qlora_kv_cache_free(qlora_kv_cache *kv) {
     QLORA__FREE(kv->k); QLORA__FREE(kv->v); QLORA__FREE(kv->x); QLORA__FREE(kv->xb); QLORA__FREE(kv->xb2);
     QLORA__FREE(kv->q); QLORA__FREE(kv->kt); QLORA__FREE(kv->vt); QLORA__FREE(kv->hb); QLORA__FREE(kv->hb2);
     QLORA__FREE(kv->att); QLORA__FREE(kv->logits_tmp); QLORA__FREE(kv->wtmp);
+    QLORA__FREE(kv->lora_u); QLORA__FREE(kv->lora_y);
     QLORA__FREE(kv);
 }
 
@@ -110,7 +121,9 @@ QLORA__DEF qlora_result qlora_kv_cache_create(qlora_ctx *ctx, const qlora_model 
     kv->att = QLORA__CALLOC_T(float, T * (size_t)c->n_heads * (size_t)n_ctx);
     kv->logits_tmp = QLORA__CALLOC_T(float, (size_t)c->vocab_size);
     kv->wtmp = QLORA__CALLOC_T(float, (size_t)c->dim);
-    if (!kv->k || !kv->v || !kv->x || !kv->xb || !kv->xb2 || !kv->q || !kv->kt || !kv->vt || !kv->hb ||
+    kv->lora_u = QLORA__CALLOC_T(float, T * 256);
+    kv->lora_y = QLORA__CALLOC_T(float, T * QLORA__MAX(QLORA__MAX((size_t)c->dim, qd), (size_t)c->hidden_dim));
+    if (!kv->lora_u || !kv->lora_y || !kv->k || !kv->v || !kv->x || !kv->xb || !kv->xb2 || !kv->q || !kv->kt || !kv->vt || !kv->hb ||
         !kv->hb2 || !kv->att || !kv->logits_tmp || !kv->wtmp) {
         qlora_kv_cache_free(kv);
         return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "kv cache for %d tokens: out of memory", n_ctx);
@@ -167,10 +180,25 @@ static void qlora__attn_task(void *arg, int ith, int nth) {
     }
 }
 
-static qlora_result qlora__add_bias(float *y, const qlora_tensor *b, int T, int n) {
-    if (!b->data) return QLORA_OK;
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < n; i++) y[(size_t)t * n + i] += ((const float *)b->data)[i];
+// y (T, out) = W x (+ b) (+ s * B A x when m->adapter has this module): the inference linear.
+static qlora_result qlora__linear_infer(qlora_ctx *ctx, const qlora_model *m, qlora_kv_cache *kv, int layer, int mod,
+                                        const qlora_tensor *W, const qlora_tensor *b, const float *x, int T, float *y) {
+    qlora_result r = qlora_matmul(ctx, W, x, (size_t)T, y);
+    if (r != QLORA_OK) return r;
+    int in = (int)W->ne[0], out = (int)W->ne[1];
+    const qlora_lora_module *md = m->adapter ? m->adapter->by[layer * QLORA_MOD_COUNT + mod] : NULL;
+    const float *bias = md && md->bias ? md->bias : b && b->data ? (const float *)b->data : NULL;
+    if (bias) for (int t = 0; t < T; t++) for (int o = 0; o < out; o++) y[(size_t)t * out + o] += bias[o];
+    if (!md) return QLORA_OK;
+    int R = m->adapter->cfg.r;
+    if (R > 256) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "adapter rank %d > 256 is not supported for generation", R);
+    qlora_tensor A, Bt;
+    qlora__tensor_init(&A, QLORA_TYPE_F32, in, R, md->A);
+    qlora__tensor_init(&Bt, QLORA_TYPE_F32, R, out, md->B);
+    if ((r = qlora_matmul(ctx, &A, x, (size_t)T, kv->lora_u)) != QLORA_OK) return r;
+    if ((r = qlora_matmul(ctx, &Bt, kv->lora_u, (size_t)T, kv->lora_y)) != QLORA_OK) return r;
+    float s = m->adapter->scaling;
+    for (size_t i = 0; i < (size_t)T * out; i++) y[i] += s * kv->lora_y[i];
     return QLORA_OK;
 }
 
@@ -191,12 +219,9 @@ static qlora_result qlora__forward_chunk(qlora_ctx *ctx, const qlora_model *m, q
         const float *w = qlora__as_f32(&ly->attn_norm, kv->wtmp);
         if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "layer %d: attn_norm type", l);
         for (int t = 0; t < T; t++) qlora__rmsnorm_forward(kv->xb + (size_t)t * C, kv->x + (size_t)t * C, w, C, c->norm_eps);
-        QLORA__TRY(qlora_matmul(ctx, &ly->wq, kv->xb, (size_t)T, kv->q));
-        QLORA__TRY(qlora_matmul(ctx, &ly->wk, kv->xb, (size_t)T, kv->kt));
-        QLORA__TRY(qlora_matmul(ctx, &ly->wv, kv->xb, (size_t)T, kv->vt));
-        qlora__add_bias(kv->q, &ly->bq, T, qd);
-        qlora__add_bias(kv->kt, &ly->bk, T, kvd);
-        qlora__add_bias(kv->vt, &ly->bv, T, kvd);
+        QLORA__TRY(qlora__linear_infer(ctx, m, kv, l, 0, &ly->wq, &ly->bq, kv->xb, T, kv->q));
+        QLORA__TRY(qlora__linear_infer(ctx, m, kv, l, 1, &ly->wk, &ly->bk, kv->xb, T, kv->kt));
+        QLORA__TRY(qlora__linear_infer(ctx, m, kv, l, 2, &ly->wv, &ly->bv, kv->xb, T, kv->vt));
         for (int t = 0; t < T; t++) {
             qlora__rope_forward(kv->q + (size_t)t * qd, H, D, pos0 + t, c);
             qlora__rope_forward(kv->kt + (size_t)t * kvd, Hkv, D, pos0 + t, c);
@@ -206,19 +231,19 @@ static qlora_result qlora__forward_chunk(qlora_ctx *ctx, const qlora_model *m, q
         }
         qlora__attn_job job = { c, kv, l, T, pos0 };
         qlora_parallel_for(ctx, qlora__attn_task, &job);
-        QLORA__TRY(qlora_matmul(ctx, &ly->wo, kv->xb2, (size_t)T, kv->xb));
+        QLORA__TRY(qlora__linear_infer(ctx, m, kv, l, 3, &ly->wo, NULL, kv->xb2, T, kv->xb));
         for (size_t i = 0; i < (size_t)T * C; i++) kv->x[i] += kv->xb[i];
         w = qlora__as_f32(&ly->ffn_norm, kv->wtmp);
         if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "layer %d: ffn_norm type", l);
         for (int t = 0; t < T; t++) qlora__rmsnorm_forward(kv->xb + (size_t)t * C, kv->x + (size_t)t * C, w, C, c->norm_eps);
-        QLORA__TRY(qlora_matmul(ctx, &ly->w_gate, kv->xb, (size_t)T, kv->hb));
-        QLORA__TRY(qlora_matmul(ctx, &ly->w_up, kv->xb, (size_t)T, kv->hb2));
+        QLORA__TRY(qlora__linear_infer(ctx, m, kv, l, 4, &ly->w_gate, NULL, kv->xb, T, kv->hb));
+        QLORA__TRY(qlora__linear_infer(ctx, m, kv, l, 5, &ly->w_up, NULL, kv->xb, T, kv->hb2));
         for (size_t i = 0; i < (size_t)T * F; i++) {                       // SwiGLU
             float g = kv->hb[i];
             g *= 1.0f / (1.0f + expf(-g));
             kv->hb[i] = g * kv->hb2[i];
         }
-        QLORA__TRY(qlora_matmul(ctx, &ly->w_down, kv->hb, (size_t)T, kv->xb));
+        QLORA__TRY(qlora__linear_infer(ctx, m, kv, l, 6, &ly->w_down, NULL, kv->hb, T, kv->xb));
         for (size_t i = 0; i < (size_t)T * C; i++) kv->x[i] += kv->xb[i];
     }
     kv->pos += T;
@@ -361,13 +386,6 @@ QLORA__DEF qlora_result qlora_model_nll(qlora_ctx *ctx, const qlora_model *m, co
 }
 
 // >>loaders
-static void qlora__tensor_init(qlora_tensor *t, qlora_type type, int64_t ne0, int64_t ne1, const void *data) {
-    memset(t, 0, sizeof *t);
-    t->type = type;
-    t->ne[0] = ne0; t->ne[1] = ne1; t->ne[2] = t->ne[3] = 1;
-    t->n_dims = ne1 > 1 ? 2 : 1;
-    t->data = (void *)(uintptr_t)data;
-}
 
 static void qlora__model_defaults(qlora_model_config *c) {
     if (c->head_dim <= 0 && c->n_heads > 0) c->head_dim = c->dim / c->n_heads;

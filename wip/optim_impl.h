@@ -6,7 +6,8 @@
 // add_(x, alpha) and addcmul_ are fused on every element, addcdiv_ is not. One known difference:
 // torch's CPU sqrt of a contiguous f32 tensor goes through MKL vsSqrt (HA mode, +-1 ulp, CPU
 // dependent); we use the IEEE sqrtf. With torch.Tensor.sqrt made exact the results are bitwise
-// equal (tests/test_optim.c).
+// equal (tests/test_optim.c), also when built with -O3 -march=native -ffp-contract=fast (no
+// remaining a*b+c is contractible: decay runs as its own pass, the other adds follow a divide).
 
 #define QLORA__OPTIM_BLOCK 256          // bnb 8-bit optimizer blocksize (since bnb 0.44)
 #define QLORA__OPTIM_UNIT  4096         // elements per work unit of the threaded step

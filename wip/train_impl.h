@@ -573,3 +573,413 @@ QLORA__DEF qlora_result qlora_train_backward(qlora_ctx *ctx, qlora_train *t) {
     t->have_grad = 0;
     return QLORA_OK;
 }
+
+// >>trainer
+#if !defined(_WIN32)
+#include <dirent.h>
+#include <time.h>
+#endif
+
+static double qlora__now(void) {
+#if !defined(_WIN32)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#else
+    return (double)clock() / CLOCKS_PER_SEC;
+#endif
+}
+
+// Deletes a checkpoint directory (flat: files only).
+static void qlora__rmtree_flat(const char *dir) {
+#if !defined(_WIN32)
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char p[4096];
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        remove(p);
+    }
+    closedir(d);
+    rmdir(dir);
+#else
+    (void)dir;
+#endif
+}
+
+// checkpoint-N directories of dir, sorted by N ascending (up to cap); returns the count.
+static int qlora__list_checkpoints(const char *dir, long *steps, int cap) {
+    int n = 0;
+#if !defined(_WIN32)
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        if (strncmp(e->d_name, "checkpoint-", 11) != 0) continue;
+        long s = strtol(e->d_name + 11, &end, 10);
+        if (*end || s < 0 || end == e->d_name + 11) continue;
+        if (n < cap) steps[n++] = s;
+    }
+    closedir(d);
+    for (int i = 1; i < n; i++)                         // insertion sort: a handful of entries
+        for (int j = i; j > 0 && steps[j - 1] > steps[j]; j--) { long t = steps[j]; steps[j] = steps[j - 1]; steps[j - 1] = t; }
+#else
+    (void)dir; (void)steps; (void)cap;
+#endif
+    return n;
+}
+
+QLORA__DEF qlora_result qlora_find_last_checkpoint(qlora_ctx *ctx, const char *dir, char *buf, size_t cap) {
+    long steps[1024];
+    int n = qlora__list_checkpoints(dir, steps, 1024);
+    if (n == 0) return QLORA__ERR(ctx, QLORA_ERR_NOT_FOUND, "%s: no checkpoint-N directory to resume from", dir);
+    snprintf(buf, cap, "%s/checkpoint-%ld", dir, steps[n - 1]);
+    return QLORA_OK;
+}
+
+static qlora_result qlora__write_text(qlora_ctx *ctx, const char *path, const char *text, size_t n) {
+    const void *parts[1] = { text };
+    size_t sizes[1] = { n };
+    return qlora__write_atomic(ctx, path, parts, sizes, 1);
+}
+
+static void qlora__append_line(const char *path, const char *line) {
+    FILE *f = fopen(path, "ab");
+    if (!f) return;
+    fputs(line, f);
+    fclose(f);
+}
+
+// Rows of a batch that the loader did not fill (end of an epoch) become padding.
+static void qlora__batch_pad_rows(qlora_batch *b, int rows, int B, int T, int32_t pad) {
+    for (int r = rows; r < B; r++)
+        for (int t = 0; t < T; t++) { b->ids[r * T + t] = pad; b->labels[r * T + t] = QLORA_IGNORE_INDEX; }
+}
+// Targets after the causal shift: label[t+1] != -100 for t < T-1 in every row.
+static size_t qlora__batch_targets(const qlora_batch *b, int B, int T) {
+    size_t n = 0;
+    for (int r = 0; r < B; r++)
+        for (int t = 1; t < T; t++) n += b->labels[r * T + t] != QLORA_IGNORE_INDEX;
+    return n;
+}
+
+QLORA__DEF qlora_result qlora_eval_dataset(qlora_ctx *ctx, const qlora_model *m, const qlora_lora *l,
+                                           const qlora_dataset *ds, int B, int T, double *mean_loss, size_t *n_targets) {
+    qlora_train_config tc = { B, T, 0 };
+    qlora_train *t = NULL;
+    qlora_data_loader L;
+    qlora_batch b;
+    memset(&L, 0, sizeof L);
+    memset(&b, 0, sizeof b);
+    double sum = 0;
+    size_t cnt = 0;
+    qlora_result r = qlora_train_create(ctx, m, (qlora_lora *)(uintptr_t)l, &tc, &t);
+    if (r == QLORA_OK) r = qlora_loader_init(ctx, &L, ds, B, 0, 0, 0);
+    if (r == QLORA_OK) r = qlora_batch_init(ctx, &b, B, T);
+    if (r == QLORA_OK) {
+        L.pad_to_max = 1;
+        int rows;
+        while ((rows = qlora_loader_next(&L, &b)) > 0) {
+            double ls; int n;
+            qlora__batch_pad_rows(&b, rows, B, T, ds->pad_id);
+            if ((r = qlora_train_forward(ctx, t, b.ids, b.labels, 0.0f, 0, &ls, &n, NULL)) != QLORA_OK) break;
+            sum += ls;
+            cnt += (size_t)n;
+        }
+    }
+    qlora_batch_free(&b);
+    qlora_loader_free(&L);
+    qlora_train_free(t);
+    *mean_loss = cnt ? sum / (double)cnt : 0;
+    if (n_targets) *n_targets = cnt;
+    return r;
+}
+
+typedef struct qlora__trainer {
+    qlora_ctx *ctx;
+    const qlora_model *m;
+    qlora_lora *l;
+    const qlora_trainer_config *cfg;
+    qlora_optim *opt;
+    qlora_data_loader *L;
+    int64_t step, total;
+    double epoch;
+} qlora__trainer;
+
+static qlora_result qlora__save_checkpoint(qlora__trainer *tr, char *out_dir, size_t cap) {
+    qlora_ctx *ctx = tr->ctx;
+    const qlora_trainer_config *cfg = tr->cfg;
+    char tmp[4096], dst[4096], path[4200];
+    qlora_result r;
+    qlora__mkdir(cfg->output_dir);
+    snprintf(tmp, sizeof tmp, "%s/.tmp-checkpoint-%lld", cfg->output_dir, (long long)tr->step);
+    snprintf(dst, sizeof dst, "%s/checkpoint-%lld", cfg->output_dir, (long long)tr->step);
+    qlora__rmtree_flat(tmp);                              // left over from a crash
+    qlora__mkdir(tmp);
+    if ((r = qlora_lora_save_peft(ctx, tr->l, tr->m, tmp, cfg->base_model_name)) != QLORA_OK) return r;
+    size_t ne = qlora_optim_state_entries(tr->opt, NULL, 0);
+    qlora_st_entry *e = QLORA__CALLOC_T(qlora_st_entry, ne ? ne : 1);
+    if (!e) return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "checkpoint: out of memory");
+    qlora_optim_state_entries(tr->opt, e, ne);
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
+    r = qlora_st_write(ctx, path, e, ne);
+    QLORA__FREE(e);
+    if (r != QLORA_OK) return r;
+    qlora_data_cursor c = qlora_loader_cursor(tr->L);
+    char js[1024];
+    int n = snprintf(js, sizeof js,
+        "{\n  \"format\": \"qlora.h trainer_state 1\",\n  \"global_step\": %lld,\n  \"max_steps\": %lld,\n"
+        "  \"epoch\": %.6f,\n  \"seed\": \"%llu\",\n  \"cursor_epoch\": \"%llu\",\n  \"cursor_pos\": \"%llu\",\n"
+        "  \"cursor_seed\": \"%llu\",\n  \"cursor_rows\": \"%llu\",\n  \"learning_rate\": %.9g,\n  \"optim\": \"%s\"\n}\n",
+        (long long)tr->step, (long long)tr->total, tr->epoch, (unsigned long long)cfg->seed,
+        (unsigned long long)c.epoch, (unsigned long long)c.pos, (unsigned long long)c.seed, (unsigned long long)c.rows,
+        cfg->learning_rate, qlora_optim_kind_name(cfg->optim.kind));
+    snprintf(path, sizeof path, "%s/trainer_state.json", tmp);
+    if ((r = qlora__write_text(ctx, path, js, (size_t)n)) != QLORA_OK) return r;
+    qlora__rmtree_flat(dst);                              // same step saved again (after a resume)
+    if (rename(tmp, dst) != 0) return QLORA__ERR(ctx, QLORA_ERR_IO, "%s: cannot rename to %s", tmp, dst);
+    if (cfg->save_total_limit > 0) {                      // rotate: drop the oldest beyond the limit
+        long steps[1024];
+        int k = qlora__list_checkpoints(cfg->output_dir, steps, 1024);
+        for (int i = 0; i + cfg->save_total_limit < k; i++) {
+            snprintf(path, sizeof path, "%s/checkpoint-%ld", cfg->output_dir, steps[i]);
+            qlora__rmtree_flat(path);
+        }
+    }
+    if (out_dir) snprintf(out_dir, cap, "%s", dst);
+    return QLORA_OK;
+}
+
+static uint64_t qlora__json_u64(const qlora_json *j, const char *key, int *ok) {
+    const char *s = qlora_json_str(j, key, NULL);
+    if (!s) { *ok = 0; return 0; }
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end || end == s) *ok = 0;
+    return (uint64_t)v;
+}
+
+// Loads everything from dir first and only then changes the lora, optimizer and loader.
+static qlora_result qlora__load_checkpoint(qlora__trainer *tr, const char *dir) {
+    qlora_ctx *ctx = tr->ctx;
+    char path[4200];
+    qlora_json *js = NULL;
+    qlora_st *ost = NULL;
+    qlora_lora *tmp = NULL;
+    qlora_result r;
+    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    if ((r = qlora__read_json_file(ctx, path, &js)) != QLORA_OK) return r;
+    int ok = 1;
+    int64_t step = (int64_t)qlora_json_num(js, "global_step", -1);
+    qlora_data_cursor c;
+    c.epoch = qlora__json_u64(js, "cursor_epoch", &ok);
+    c.pos = qlora__json_u64(js, "cursor_pos", &ok);
+    c.seed = qlora__json_u64(js, "cursor_seed", &ok);
+    c.rows = qlora__json_u64(js, "cursor_rows", &ok);
+    if (!ok || step < 0 || strcmp(qlora_json_str(js, "format", ""), "qlora.h trainer_state 1") != 0) {
+        r = QLORA__ERR(ctx, QLORA_ERR_FORMAT, "%s: not a qlora.h trainer state (global_step / cursor fields missing or malformed)", path);
+        goto done;
+    }
+    if ((r = qlora_lora_load_peft(ctx, tr->m, dir, &tmp)) != QLORA_OK) goto done;
+    if (tmp->n_params != tr->l->n_params || tmp->cfg.r != tr->l->cfg.r || tmp->cfg.target_mask != tr->l->cfg.target_mask) {
+        r = QLORA__ERR(ctx, QLORA_ERR_SHAPE, "%s: the checkpoint's adapter (r %d, %zu params) does not match this run (r %d, %zu params)",
+                       dir, tmp->cfg.r, tmp->n_params, tr->l->cfg.r, tr->l->n_params);
+        goto done;
+    }
+    for (size_t i = 0; i < tmp->n_params; i++)
+        if (!isfinite(tmp->params[i])) { r = QLORA__ERR(ctx, QLORA_ERR_NUMERIC, "%s: adapter holds non-finite values", dir); goto done; }
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if ((r = qlora_st_open(ctx, path, &ost)) != QLORA_OK) goto done;
+    {   // cursor first (validates against the dataset), optimizer next (validates before changing)
+        qlora_data_cursor old = qlora_loader_cursor(tr->L);
+        if ((r = qlora_loader_restore(ctx, tr->L, c)) != QLORA_OK) goto done;
+        if ((r = qlora_optim_load_state(tr->opt, ost)) != QLORA_OK) {
+            qlora_loader_restore(ctx, tr->L, old);
+            r = QLORA__ERR(ctx, r, "%s: %s", path, qlora_ctx_error(ctx));
+            goto done;
+        }
+    }
+    memcpy(tr->l->params, tmp->params, tmp->n_params * sizeof(float));
+    tr->step = step;
+done:
+    qlora_lora_free(tmp);
+    qlora_st_close(ost);
+    qlora_json_free(js);
+    return r;
+}
+
+static void qlora__emit(const qlora_trainer_config *cfg, qlora_train_event *ev) {
+    if (cfg->on_event) cfg->on_event(cfg->user, ev);
+}
+
+QLORA__DEF qlora_result qlora_trainer_run(qlora_ctx *ctx, const qlora_model *m, qlora_lora *l,
+                                          const qlora_dataset *train, const qlora_dataset *eval,
+                                          const qlora_trainer_config *cfg_in, qlora_train_summary *out) {
+    qlora_trainer_config cfg = *cfg_in;
+    qlora_train_summary sum;
+    memset(&sum, 0, sizeof sum);
+    sum.first_eval_loss = sum.last_eval_loss = NAN;
+    if (cfg.batch <= 0) cfg.batch = 4;
+    if (cfg.seq_len <= 0) cfg.seq_len = 256;
+    if (cfg.grad_accum <= 0) cfg.grad_accum = 1;
+    if (cfg.num_epochs <= 0) cfg.num_epochs = 3;
+    if (cfg.learning_rate <= 0) cfg.learning_rate = 2e-4;
+    if (cfg.max_grad_norm == 0) cfg.max_grad_norm = 1.0;
+    if (cfg.logging_steps <= 0) cfg.logging_steps = 10;
+    if (cfg.seed == 0) cfg.seed = 42;
+    if (!cfg.output_dir) return QLORA__ERR(ctx, QLORA_ERR_INVALID_ARG, "trainer: output_dir is required");
+    if (!train || train->n == 0) return QLORA__ERR(ctx, QLORA_ERR_INVALID_ARG, "trainer: empty training dataset");
+    if (train->max_seq_length > cfg.seq_len)
+        return QLORA__ERR(ctx, QLORA_ERR_SHAPE, "trainer: dataset rows are up to %d tokens but seq_len is %d", train->max_seq_length, cfg.seq_len);
+    qlora_result r = qlora_optim_config_resolve(&cfg.optim);
+    if (r != QLORA_OK) return QLORA__ERR(ctx, r, "trainer: invalid optimizer settings");
+    int B = cfg.batch, T = cfg.seq_len, GA = cfg.grad_accum;
+    qlora_train *t = NULL;
+    qlora_optim *opt = NULL;
+    qlora_data_loader L;
+    qlora_batch *bs = NULL;
+    size_t *seg = NULL, nseg = qlora_lora_segments(l, NULL, 0);
+    char path[4200], line[1024], saved[4096];
+    memset(&L, 0, sizeof L);
+    qlora__trainer tr;
+    memset(&tr, 0, sizeof tr);
+    qlora_train_config tc = { B, T, cfg.grad_checkpointing };
+    if ((r = qlora_train_create(ctx, m, l, &tc, &t)) != QLORA_OK) goto done;
+    seg = (size_t *)qlora__calloc(nseg ? nseg : 1, sizeof *seg);
+    bs = QLORA__CALLOC_T(qlora_batch, (size_t)GA);
+    if (!seg || !bs) { r = QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "trainer: out of memory"); goto done; }
+    qlora_lora_segments(l, seg, nseg);
+    if ((r = qlora_optim_create(ctx, &cfg.optim, seg, nseg, &opt)) != QLORA_OK) goto done;
+    if ((r = qlora_loader_init(ctx, &L, train, B, 1, 1, cfg.seed)) != QLORA_OK) goto done;
+    L.pad_to_max = 1;
+    for (int i = 0; i < GA; i++) if ((r = qlora_batch_init(ctx, &bs[i], B, T)) != QLORA_OK) goto done;
+    {
+        qlora_train_memory_plan plan;
+        qlora_train_memory(m, l, &tc, &plan);
+        sum.memory_planned = plan.total + qlora_optim_state_bytes(&cfg.optim, seg, nseg);
+    }
+    tr.ctx = ctx; tr.m = m; tr.l = l; tr.cfg = &cfg; tr.opt = opt; tr.L = &L;
+    {
+        size_t per_epoch = qlora_loader_batches_per_epoch(&L);
+        tr.total = cfg.max_steps > 0 ? cfg.max_steps : (int64_t)ceil(cfg.num_epochs * (double)per_epoch / (double)GA);
+        if (tr.total < 1) tr.total = 1;
+    }
+    if (cfg.resume_from && (r = qlora__load_checkpoint(&tr, cfg.resume_from)) != QLORA_OK) goto done;
+    qlora__mkdir(cfg.output_dir);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", cfg.output_dir);
+    {
+        qlora_train_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.kind = QLORA_EV_START; ev.step = tr.step; ev.total_steps = tr.total; ev.path = cfg.resume_from;
+        qlora__emit(&cfg, &ev);
+    }
+    double t0 = qlora__now(), win_loss = 0, last_lr = 0;
+    float last_norm = 0;
+    int64_t win_n = 0, step0 = tr.step;
+    size_t tokens = 0;
+    while (tr.step < tr.total) {
+        size_t targets = 0;
+        for (int i = 0; i < GA; i++) {                    // the whole accumulation step first: HF
+            int rows = qlora_loader_next(&L, &bs[i]);      // normalizes by its total target count
+            qlora__batch_pad_rows(&bs[i], rows, B, T, train->pad_id);
+            targets += qlora__batch_targets(&bs[i], B, T);
+            for (int rr = 0; rr < rows; rr++) tokens += (size_t)bs[i].lengths[rr];
+        }
+        qlora_lora_zero_grad(l);
+        double loss_sum = 0;
+        if (targets > 0) {
+            for (int i = 0; i < GA; i++) {
+                double ls; int n;
+                uint64_t seed = qlora__mix64(cfg.seed ^ ((uint64_t)(tr.step * GA + i) * 0x9E3779B97F4A7C15ull));
+                r = qlora_train_forward(ctx, t, bs[i].ids, bs[i].labels, 1.0f / (float)targets, seed, &ls, &n, NULL);
+                if (r == QLORA_ERR_NUMERIC || (r == QLORA_OK && !isfinite(ls))) {
+                    r = QLORA__ERR(ctx, QLORA_ERR_NUMERIC, "loss is NaN/Inf at step %lld: training stopped; the last good checkpoint (if any) in %s is untouched",
+                                   (long long)tr.step + 1, cfg.output_dir);
+                    goto done;
+                }
+                if (r != QLORA_OK) goto done;
+                if ((r = qlora_train_backward(ctx, t)) != QLORA_OK) goto done;
+                loss_sum += ls;
+            }
+            r = qlora_clip_grad_norm(l->grads, seg, nseg, cfg.max_grad_norm > 0 ? cfg.max_grad_norm : 0, &last_norm);
+            if (r != QLORA_OK) {
+                r = QLORA__ERR(ctx, QLORA_ERR_NUMERIC, "gradient norm is NaN/Inf at step %lld: training stopped; the last good checkpoint (if any) in %s is untouched",
+                               (long long)tr.step + 1, cfg.output_dir);
+                goto done;
+            }
+            last_lr = qlora_lr_at(cfg.schedule, cfg.learning_rate, tr.step, cfg.warmup_steps, tr.total);
+            if ((r = qlora_optim_step(opt, l->params, l->grads, last_lr)) != QLORA_OK) goto done;
+        }
+        tr.step++;
+        {
+            qlora_data_cursor c = qlora_loader_cursor(&L);
+            tr.epoch = (double)c.epoch + (double)c.pos / (double)(train->n ? train->n : 1);
+        }
+        double step_loss = targets ? loss_sum / (double)targets : 0;
+        win_loss += step_loss; win_n++;
+        double el = qlora__now() - t0;
+        qlora_train_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.step = tr.step; ev.total_steps = tr.total; ev.epoch = tr.epoch;
+        ev.loss = step_loss; ev.learning_rate = last_lr; ev.grad_norm = last_norm;
+        ev.tokens_per_second = el > 0 ? (double)tokens / el : 0;
+        ev.eta_seconds = (double)(tr.total - tr.step) * el / (double)(tr.step - step0);
+        ev.kind = QLORA_EV_STEP;
+        qlora__emit(&cfg, &ev);
+        if (tr.step % cfg.logging_steps == 0 || tr.step == tr.total) {
+            ev.kind = QLORA_EV_LOG;
+            ev.loss = win_loss / (double)win_n;
+            sum.train_loss = ev.loss;
+            snprintf(line, sizeof line, "{\"step\": %lld, \"epoch\": %.4f, \"loss\": %.6f, \"learning_rate\": %.6g, \"grad_norm\": %.6g, \"tokens_per_second\": %.1f}\n",
+                     (long long)tr.step, tr.epoch, ev.loss, last_lr, (double)last_norm, ev.tokens_per_second);
+            qlora__append_line(path, line);
+            qlora__emit(&cfg, &ev);
+            win_loss = 0; win_n = 0;
+        }
+        int do_eval = eval && ((cfg.eval_steps > 0 && tr.step % cfg.eval_steps == 0) || tr.step == tr.total);
+        if (do_eval) {
+            double el2; size_t nt;
+            if ((r = qlora_eval_dataset(ctx, m, l, eval, B, T, &el2, &nt)) != QLORA_OK) goto done;
+            if (isnan(sum.first_eval_loss)) sum.first_eval_loss = el2;
+            sum.last_eval_loss = el2;
+            ev.kind = QLORA_EV_EVAL; ev.eval_loss = el2;
+            snprintf(line, sizeof line, "{\"step\": %lld, \"epoch\": %.4f, \"eval_loss\": %.6f, \"eval_perplexity\": %.4f}\n",
+                     (long long)tr.step, tr.epoch, el2, exp(el2));
+            qlora__append_line(path, line);
+            qlora__emit(&cfg, &ev);
+        }
+        int stop = cfg.interrupt && *cfg.interrupt;
+        if ((cfg.save_steps > 0 && tr.step % cfg.save_steps == 0) || (stop && tr.step < tr.total)) {
+            if ((r = qlora__save_checkpoint(&tr, saved, sizeof saved)) != QLORA_OK) goto done;
+            ev.kind = QLORA_EV_SAVE; ev.path = saved;
+            qlora__emit(&cfg, &ev);
+        }
+        if (stop && tr.step < tr.total) {
+            sum.interrupted = 1;
+            ev.kind = QLORA_EV_INTERRUPTED; ev.path = saved;
+            qlora__emit(&cfg, &ev);
+            break;
+        }
+    }
+    if (!sum.interrupted) {
+        if ((r = qlora_lora_save_peft(ctx, l, m, cfg.output_dir, cfg.base_model_name)) != QLORA_OK) goto done;
+        qlora_train_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.kind = QLORA_EV_DONE; ev.step = tr.step; ev.total_steps = tr.total; ev.path = cfg.output_dir;
+        ev.loss = sum.train_loss; ev.eval_loss = sum.last_eval_loss;
+        qlora__emit(&cfg, &ev);
+    }
+done:
+    sum.steps = tr.step;
+    if (out) *out = sum;
+    if (bs) for (int i = 0; i < GA; i++) qlora_batch_free(&bs[i]);
+    QLORA__FREE(bs);
+    QLORA__FREE(seg);
+    qlora_loader_free(&L);
+    qlora_optim_free(opt);
+    qlora_train_free(t);
+    return r;
+}
