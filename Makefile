@@ -83,7 +83,7 @@ check-generated:
 	$(PYTHON) gen/generate.py --check
 
 sanitize:
-	$(MAKE) clean-build && $(MAKE) test CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+	$(MAKE) clean-build && QLORA_SANITIZE=1 $(MAKE) test CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 
 clean-build:
 	rm -rf build

@@ -244,6 +244,13 @@ QLORA_API void         qlora_parallel_for(qlora_ctx *ctx, void (*task)(void *arg
 #define QLORA__DEF
 #endif
 #define QLORA__UNUSED(x) ((void)(x))
+#if defined(__cplusplus) && (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER))
+#define QLORA__RESTRICT __restrict
+#elif defined(__cplusplus)
+#define QLORA__RESTRICT
+#else
+#define QLORA__RESTRICT restrict
+#endif
 #define QLORA__MALLOC(sz) QLORA_MALLOC(sz, NULL)
 #define QLORA__FREE(p) QLORA_FREE(p, NULL)
 #define QLORA__REALLOC(p, sz) QLORA_REALLOC(p, sz, NULL)

@@ -64,6 +64,7 @@ typedef struct qlora_trainer_config {
     qlora_optim_config optim;   // [adamw, HF defaults]
     int64_t  logging_steps;     // [10]
     int64_t  eval_steps;        // 0: evaluate only at the end (when there is eval data)
+    int      eval_on_start;     // also evaluate before the first step (HF eval_on_start)
     int64_t  save_steps;        // 0: only the final adapter
     int      save_total_limit;  // 0: keep every checkpoint
     const char *output_dir;     // required
