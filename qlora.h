@@ -531,6 +531,8 @@ QLORA__DEF void qlora_parallel_for(qlora_ctx *ctx, void (*task)(void *arg, int i
         }
         return;
     }
+#else
+    QLORA__UNUSED(ctx);
 #endif
     task(arg, 0, 1);
 }

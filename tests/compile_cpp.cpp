@@ -3,9 +3,11 @@
 #define QLORA_IMPLEMENTATION
 #include "qlora.h"
 #include <stdio.h>
+#include <string.h>
 int main(void) {
     qlora_ctx *ctx = NULL;
-    qlora_ctx_config cfg = {0};
+    qlora_ctx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
     if (qlora_ctx_create(&cfg, &ctx) != QLORA_OK) return 1;
     char buf[1024];
     qlora_ctx_describe(ctx, buf, sizeof buf);

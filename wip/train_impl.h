@@ -849,6 +849,10 @@ QLORA__DEF qlora_result qlora_trainer_run(qlora_ctx *ctx, const qlora_model *m, 
     qlora_batch *bs = NULL;
     size_t *seg = NULL, nseg = qlora_lora_segments(l, NULL, 0);
     char path[4200], line[1024], saved[4096];
+    double t0 = 0, win_loss = 0, last_lr = 0;     // (declared up here: C++ forbids jumping over them)
+    float last_norm = 0;
+    int64_t win_n = 0, step0 = 0;
+    size_t tokens = 0;
     memset(&L, 0, sizeof L);
     qlora__trainer tr;
     memset(&tr, 0, sizeof tr);
@@ -894,10 +898,8 @@ QLORA__DEF qlora_result qlora_trainer_run(qlora_ctx *ctx, const qlora_model *m, 
         ev0.kind = QLORA_EV_EVAL; ev0.total_steps = tr.total; ev0.eval_loss = el0;
         qlora__emit(&cfg, &ev0);
     }
-    double t0 = qlora__now(), win_loss = 0, last_lr = 0;
-    float last_norm = 0;
-    int64_t win_n = 0, step0 = tr.step;
-    size_t tokens = 0;
+    t0 = qlora__now();
+    step0 = tr.step;
     while (tr.step < tr.total) {
         size_t targets = 0;
         for (int i = 0; i < GA; i++) {                    // the whole accumulation step first: HF
