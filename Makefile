@@ -62,7 +62,11 @@ test: $(TESTS) build/qlora fixtures smollm2 compile-checks check-generated
 demo: build/qlora $(SMOL_GGUF)
 	bash examples/demo.sh
 
-# compile-checks: see below
+bench: build/qlora $(SMOL_GGUF) fixtures
+	bash bench/bench.sh
+bench-quick: build/qlora $(SMOL_GGUF) fixtures
+	bash bench/bench.sh quick
+
 check-generated:
 	$(PYTHON) gen/generate.py --check
 

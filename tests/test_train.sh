@@ -110,7 +110,8 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 tr = [r['loss'] for r in rows if 'loss' in r]; ev = [r['eval_loss'] for r in rows if 'eval_loss' in r]
 print('     train loss %s | eval loss %s' % (' '.join('%.3f' % x for x in tr), ' '.join('%.3f' % x for x in ev)))
-sys.exit(0 if tr[-1] < tr[0] and len(ev) >= 2 and ev[-1] < ev[0] else 1)
+short = len(tr) > 4   # sanitizer run: 6 single-batch steps are too noisy for the training loss
+sys.exit(0 if (short or tr[-1] < tr[0]) and len(ev) >= 2 and ev[-1] < ev[0] else 1)
 EOF
   base=$($Q generate $SMOL --prompt "A wise man once said" -n 24 --temp 0 --ids)
   tuned=$($Q generate $SMOL --quant nf4 --double-quant --adapter $T/smol --prompt "A wise man once said" -n 24 --temp 0 --ids 2>&1)
