@@ -105,12 +105,12 @@ if need $SMOL && need $FORTUNES; then
      --validation-split 0.05 --max-train-samples 800 --eval-steps $((SMOL_STEPS / 2)) --eval-on-start --logging-steps $((SMOL_STEPS / 4 > 0 ? SMOL_STEPS / 4 : 1)) --gradient-checkpointing \
      --output-dir $T/smol > $T/smol.log 2>&1 || bad "SmolLM2 finetune failed: $(tail -3 $T/smol.log)"
   grep -E "trainable params|memory plan|step 100/|eval_loss|peak RSS" $T/smol.log | sed 's/^/     /'
-  python3 - "$T/smol/metrics.jsonl" <<'EOF' && ok "SmolLM2 fortunes: training and eval loss fall" || bad "SmolLM2 losses did not fall"
+  python3 - "$T/smol/metrics.jsonl" "$SMOL_STEPS" <<'EOF' && ok "SmolLM2 fortunes: training and eval loss fall" || bad "SmolLM2 losses did not fall"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 tr = [r['loss'] for r in rows if 'loss' in r]; ev = [r['eval_loss'] for r in rows if 'eval_loss' in r]
 print('     train loss %s | eval loss %s' % (' '.join('%.3f' % x for x in tr), ' '.join('%.3f' % x for x in ev)))
-short = len(tr) > 4   # sanitizer run: 6 single-batch steps are too noisy for the training loss
+short = int(sys.argv[2]) < 50   # sanitizer run: a few single-batch losses are too noisy to compare
 sys.exit(0 if (short or tr[-1] < tr[0]) and len(ev) >= 2 and ev[-1] < ev[0] else 1)
 EOF
   base=$($Q generate $SMOL --prompt "A wise man once said" -n 24 --temp 0 --ids)
