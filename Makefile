@@ -10,7 +10,7 @@ BASE    := -std=c99 $(WARN) -ffp-contract=off -I. -DQLORA_GENERATED_KERNELS
 LDLIBS  := -lm -lpthread
 
 TESTS   := $(patsubst tests/%.c,build/%,$(wildcard tests/test_*.c))
-HEADERS := qlora.h $(wildcard wip/*.h) $(wildcard kernels_generated/*.h kernels_generated/*/*.h kernels_generated/*.inc)
+HEADERS := qlora.h $(wildcard kernels_generated/*.h kernels_generated/*/*.h kernels_generated/*.inc)
 
 SMOL_GGUF := models/SmolLM2-135M-Instruct-Q4_1.gguf
 
