@@ -2121,6 +2121,7 @@ typedef struct qlora__mv_args {
     qlora_dot_fn dot;
 } qlora__mv_args;
 
+#define QLORA__MM_TILE 32
 static void qlora__matmul_task(void *arg, int ith, int nth) {
     const qlora__mv_args *a = (const qlora__mv_args *)arg;
     const qlora_tensor *W = a->W;
@@ -2193,10 +2194,15 @@ QLORA__DEF qlora_result qlora_matmul(qlora_ctx *ctx, const qlora_tensor *W, cons
     if (r != QLORA_OK) return r;
     if (T == 0) return QLORA_OK;
     if (!X || !Y) return QLORA__ERR(ctx, QLORA_ERR_INVALID_ARG, "qlora_matmul: NULL X or Y");
-    a.X = X;
-    a.Y = Y;
-    a.T = T;
-    qlora_parallel_for(ctx, qlora__matmul_task, &a);
+    // Token tiles of QLORA__MM_TILE rows of X keep the activations in L2 while every weight row
+    // streams past them (the whole X of a training batch does not fit). Each output is still one
+    // dot product, so tiling changes no bits.
+    for (size_t t0 = 0; t0 < T; t0 += QLORA__MM_TILE) {
+        a.X = X + t0 * a.ne0;
+        a.Y = Y + t0 * a.rows;
+        a.T = QLORA__MIN((size_t)QLORA__MM_TILE, T - t0);
+        qlora_parallel_for(ctx, qlora__matmul_task, &a);
+    }
     return QLORA_OK;
 }
 // >>files
@@ -7568,15 +7574,17 @@ static void qlora__matmul_t_task(void *arg, int ith, int nth) {
     size_t ne0 = (size_t)j->W->ne[0], ne1 = (size_t)j->W->ne[1];
     size_t nchunk = (ne0 + 63) / 64, b, e;
     qlora__split(nchunk, ith, nth, &b, &e);
-    float wbuf[256];
-    for (size_t cc = b * 64; cc < QLORA__MIN(e * 64, ne0); cc += 256) {
+    float wbuf[16][256];                 // 16 rows x 256 columns of deq(W): the dX slice of a token
+    for (size_t cc = b * 64; cc < QLORA__MIN(e * 64, ne0); cc += 256) {   // is reused 16 times while hot
         size_t len = QLORA__MIN((size_t)256, QLORA__MIN(e * 64, ne0) - cc);
-        for (size_t o = 0; o < ne1; o++) {
-            qlora__deq_range(j->W, o, cc, len, wbuf);
+        for (size_t o0 = 0; o0 < ne1; o0 += 16) {
+            size_t no = QLORA__MIN((size_t)16, ne1 - o0);
+            for (size_t k = 0; k < no; k++) qlora__deq_range(j->W, o0 + k, cc, len, wbuf[k]);
             for (size_t n = 0; n < j->N; n++) {
-                float g = j->dY[n * ne1 + o];
-                if (g == 0.0f) continue;
-                qlora__axpy(j->dX + n * ne0 + cc, wbuf, g, len);
+                float *dx = j->dX + n * ne0 + cc;
+                const float *g = j->dY + n * ne1 + o0;
+                for (size_t k = 0; k < no; k++)        // rows in order: the same sum for any tiling
+                    if (g[k] != 0.0f) qlora__axpy(dx, wbuf[k], g[k], len);
             }
         }
     }
