@@ -47,7 +47,6 @@
      QLORA_NO_SIMD              impl     never use the generated SIMD kernels
      QLORA_NO_AVX2 / QLORA_NO_AVX512     deny one ISA
      QLORA_NO_THREADS           impl     no pthreads; everything runs on the caller's thread
-     QLORA_NO_STDIO             impl     remove every FILE * and path based API (buffers remain)
 
    ALGORITHM
      QLoRA (Dettmers et al. 2023) keeps the pretrained weight W frozen in a 4-bit code: W is
@@ -67,7 +66,10 @@
    NUMERICS    Quantization (float -> codes) is bit-identical with bitsandbytes' PyTorch (IEEE)
                backend and identical on every ISA (compile without -ffast-math; the encoder uses
                no contractible a*b+c). Dot products may differ from the scalar reference by
-               accumulation order: QLORA_DOT_TOLERANCE relative.
+               accumulation order: QLORA_DOT_TOLERANCE relative. An all-zero block gets codes
+               0111 (+0.0) as in bnb's PyTorch backend; bnb's CUDA kernel writes 0000 (-0.0).
+               Training results (losses, gradients, adapters) are bitwise identical for any
+               thread count and across checkpoint/resume.
 
    RECENT REVISIONS
      0.2.0 (2026-11-25) QLoRA training: LoRA (PEFT semantics) over frozen quantized weights,
@@ -2342,11 +2344,10 @@ static size_t qlora__utf8_put(char *o, unsigned cp) {
 static qlora_result qlora__jp_string(qlora__jp *p, char **out, size_t *len) {
     p->s++;
     const char *b = p->s;
-    size_t n = 0;
     while (p->s < p->end && *p->s != '"') {          // pass 1: find the end, bound the length
         if ((unsigned char)*p->s < 0x20) return qlora__jp_fail(p, "control character in string");
         if (*p->s == '\\') { p->s++; if (p->s >= p->end) break; }
-        p->s++; n++;
+        p->s++;
     }
     if (p->s >= p->end) return qlora__jp_fail(p, "unterminated string");
     const char *e = p->s;
@@ -2376,7 +2377,6 @@ static qlora_result qlora__jp_string(qlora__jp *p, char **out, size_t *len) {
         default: QLORA__FREE(o); p->s = c; return qlora__jp_fail(p, "bad escape");
         }
     }
-    (void)n;
     o[k] = 0;
     *out = o;
     *len = k;
