@@ -33,7 +33,8 @@ print('%.2f' % (out['usage']['completion_tokens'] / dt))
 EOF
 )
   echo "llama.cpp (llama-cpp-python) threads=2: $theirs tok/s incl. prompt; ours: $ours2"
-  python3 -c "import sys; print('decode_ratio_vs_llamacpp=%.2f' % (float(sys.argv[1].split()[0]) / float(sys.argv[2])))" "$ours2" "$theirs"
+  ratio=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[1].split()[0]) / float(sys.argv[2])))" "$ours2" "$theirs")
+  echo "decode_ratio_vs_llamacpp=$ratio"
 else
   echo "llama-cpp-python not installed: no llama.cpp comparison (pip install llama-cpp-python)"
 fi
@@ -48,3 +49,22 @@ for ck in "" "--gradient-checkpointing"; do
     echo "train SmolLM2 nf4+dq r16 all-linear seq256 batch4 ${ck:-no-checkpointing} threads=$t: $tps tok/s, $(echo "$out" | grep -o 'peakrss [0-9]*' | awk '{print $2}') KiB peak RSS"
   done
 done
+
+# The peer: the same job (checkpointing on, 2 threads) in PyTorch + PEFT + bitsandbytes.
+ours_tok=$(rm -rf build/bench-train; $Q finetune $M --data build/bench-train.txt --quant nf4 --double-quant --lora-r 16 --lora-alpha 32 \
+    --target-modules all-linear --max-seq-length 256 --per-device-train-batch-size 4 --max-steps $STEPS --logging-steps 1 \
+    --threads 2 --gradient-checkpointing --output-dir build/bench-train >/dev/null 2>&1; tail -1 build/bench-train/metrics.jsonl | python3 -c "import sys,json; print(json.loads(sys.stdin.read())['tokens_per_second'])")
+ours_rss=$(rm -rf build/bench-train; rss_kb $Q finetune $M --data build/bench-train.txt --quant nf4 --double-quant --lora-r 16 --lora-alpha 32 \
+    --target-modules all-linear --max-seq-length 256 --per-device-train-batch-size 4 --max-steps 1 --threads 2 --gradient-checkpointing --output-dir build/bench-train)
+if python3 -c "import torch, peft, bitsandbytes, transformers" 2>/dev/null; then
+  theirs=$(python3 bench/bench_torch.py build/bench-f32 build/bench-train.txt --steps $STEPS --threads 2 --ckpt 2>/dev/null | tail -1)
+  echo "pytorch+peft+bitsandbytes (nf4+dq, bf16 compute, ckpt, 2 threads): $theirs"
+  echo "$theirs" | python3 -c "
+import sys
+kv = dict(x.split('=') for x in sys.stdin.read().split())
+ours, rss = float(sys.argv[1]), float(sys.argv[2]) / 1024
+print('summary: train_tok_s=%.1f torch_tok_s=%s train_ratio=%.2f rss_ratio=%.2f decode_ratio_vs_llamacpp=%s'
+      % (ours, kv['torch_tok_s'], ours / float(kv['torch_tok_s']), rss / float(kv['torch_rss_mib']), sys.argv[3]))" "$ours_tok" "$ours_rss" "${ratio:-n/a}"
+else
+  echo "torch/peft/bitsandbytes not installed: no PyTorch comparison (pip install torch transformers peft bitsandbytes)"
+fi
