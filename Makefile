@@ -67,6 +67,22 @@ bench: build/qlora $(SMOL_GGUF) fixtures
 bench-quick: build/qlora $(SMOL_GGUF) fixtures
 	bash bench/bench.sh quick
 
+# Warning-free as C99 and C++ with gcc and clang, per configuration macro; two TUs; static impl.
+STRICT := -Wall -Wextra -Wshadow -Wno-unused-function -Werror -I.
+compile-checks: | build
+	$(CC) -std=c99 $(STRICT) -DQLORA_GENERATED_KERNELS -o build/compile_c tests/compile_c.c $(LDLIBS) && ./build/compile_c
+	$(CC) -std=c99 $(STRICT) -DQLORA_NO_THREADS -o build/compile_c_nothreads tests/compile_c.c -lm && ./build/compile_c_nothreads
+	$(CC) -std=c99 $(STRICT) -DQLORA_GENERATED_KERNELS -DQLORA_NO_SIMD -o build/compile_c_nosimd tests/compile_c.c $(LDLIBS)
+	$(CC) -std=c99 $(STRICT) -DQLORA_GENERATED_KERNELS -DQLORA_NO_AVX512 -o build/compile_c_noavx512 tests/compile_c.c $(LDLIBS)
+	$(CXX) -std=c++11 $(STRICT) -DQLORA_GENERATED_KERNELS -o build/compile_cpp tests/compile_cpp.cpp $(LDLIBS) && ./build/compile_cpp
+	$(CC) -std=c99 $(STRICT) -DQLORA_GENERATED_KERNELS -o build/two_tus tests/two_tus_a.c tests/two_tus_b.c $(LDLIBS) && ./build/two_tus
+	$(CC) -std=c99 $(STRICT) -o build/static_impl tests/static_impl.c $(LDLIBS) && ./build/static_impl
+	@if command -v clang >/dev/null; then \
+	  clang -std=c99 $(STRICT) -DQLORA_GENERATED_KERNELS -o build/compile_c_clang tests/compile_c.c $(LDLIBS) && ./build/compile_c_clang && \
+	  clang++ -std=c++11 $(STRICT) -DQLORA_GENERATED_KERNELS -o build/compile_cpp_clang tests/compile_cpp.cpp $(LDLIBS) && ./build/compile_cpp_clang; \
+	else echo "compile-checks: clang not installed, skipped the clang builds"; fi
+	@echo "compile-checks: all configurations build warning-free"
+
 check-generated:
 	$(PYTHON) gen/generate.py --check
 

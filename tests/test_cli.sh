@@ -2,17 +2,8 @@
 # End-to-end tests of the qlora CLI on real models: golden generations, llama.cpp parity,
 # perplexity after re-quantization, HF export round trip, and clear errors on bad input.
 # Run from the repository root after `make build/qlora fixtures smollm2`.
-set -u
-Q=./build/qlora
-F=fixtures
-SMOL=models/SmolLM2-135M-Instruct-Q4_1.gguf
+. tests/lib.sh
 REF=tests/ref/smollm2_llamacpp.txt
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0; fail=0
-ok()   { pass=$((pass+1)); echo "ok   $*"; }
-bad()  { fail=$((fail+1)); echo "FAIL $*"; }
-need() { [ -e "$1" ] || { if [ -n "${QLORA_TEST_ALLOW_MISSING:-}" ]; then echo "SKIP (fixture missing: $1)"; else bad "fixture missing: $1 (make fixtures smollm2)"; fi; return 1; }; }
 # first_match EXPECTED GOT -> number of leading ids that agree
 first_match() { python3 -c "import sys; a=sys.argv[1].split(); b=sys.argv[2].split(); n=0
 while n<min(len(a),len(b)) and a[n]==b[n]: n+=1
@@ -95,12 +86,6 @@ if need $SMOL && need $REF; then
 fi
 
 # --- bad input: a clear message naming the file, non-zero exit, never a crash ---------------------
-expect_err() {  # expect_err NAME PATTERN CMD...
-  local name=$1 pat=$2; shift 2
-  out=$("$@" 2>&1); rc=$?
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && echo "$out" | grep -q -- "$pat"; then ok "bad input: $name -> $(echo "$out" | head -1)"
-  else bad "bad input: $name (rc=$rc): $out"; fi
-}
 if need $SMOL; then
   head -c 1000000 $SMOL > $T/trunc.gguf
   expect_err "truncated gguf" "trunc.gguf: .*\\(outside the file\\|truncated\\|too long\\)" $Q info $T/trunc.gguf
@@ -157,5 +142,4 @@ fi
 expect_err "unknown command" "unknown command" $Q frobnicate x
 expect_err "bad --quant" "unknown type 'nf5'" $Q info x --quant nf5
 
-echo "test_cli.sh: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_cli.sh

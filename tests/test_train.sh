@@ -1,18 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end QLoRA training through the CLI: exact resume after a kill, loss falling on real data,
 # merge == base + adapter, 8-bit vs 32-bit AdamW, SmolLM2 on Debian fortunes, and bad input.
-set -u
-Q=./build/qlora
-F=fixtures
-SMOL=models/SmolLM2-135M-Instruct-Q4_1.gguf
+. tests/lib.sh
 FORTUNES=/usr/share/games/fortunes/fortunes
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-pass=0; fail=0
-ok()   { pass=$((pass+1)); echo "ok   $*"; }
-bad()  { fail=$((fail+1)); echo "FAIL $*"; }
-need() { [ -e "$1" ] || { if [ -n "${QLORA_TEST_ALLOW_MISSING:-}" ]; then echo "SKIP (fixture missing: $1)"; else bad "fixture missing: $1 (make fixtures smollm2; apt-get install fortunes-min)"; fi; return 1; }; }
-num() { python3 -c "import json,sys; print(sys.argv[1])" "$1"; }
 
 S260="$F/stories260K.bin --tokenizer $F/tok512.bin"
 if need $F/stories260K.bin && need $F/tinyshakespeare.txt; then
@@ -79,8 +69,6 @@ $lb"
   grep -q "(paged file)" $T/o_paged_adamw_32bit.log && ok "paged optimizer state planned in a file" || bad "paged plan line missing"
 
   # --- bad input --------------------------------------------------------------------------------
-  expect_err() { local name=$1 pat=$2; shift 2; out=$("$@" 2>&1); rc=$?
-    if [ $rc -ne 0 ] && [ $rc -lt 128 ] && echo "$out" | grep -q -- "$pat"; then ok "bad input: $name -> $(echo "$out" | grep -- "$pat" | head -1)"; else bad "bad input: $name (rc=$rc): $(echo "$out" | tail -2)"; fi; }
   printf '{"text": "a"}\n{"text": "b"\n' > $T/bad.jsonl
   expect_err "malformed JSONL" "bad.jsonl:2" $Q finetune $S260 --data $T/bad.jsonl --max-steps 1 --output-dir $T/x
   : > $T/empty.jsonl
@@ -118,5 +106,4 @@ EOF
   [ -n "$tuned" ] && [ "$base" != "$tuned" ] && ok "SmolLM2 adapter reloads and changes the generation" || bad "adapter generation: '$tuned' vs base '$base'"
 fi
 
-echo "test_train.sh: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish test_train.sh
