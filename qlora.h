@@ -1137,6 +1137,13 @@ static uint16_t qlora__f32_to_bf16(float f) {
     return (uint16_t)(x >> 16);
 }
 
+// splitmix64's finalizer (Steele et al. 2014): the hash behind data shuffling and LoRA dropout.
+static uint64_t qlora__mix64(uint64_t x) {
+    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27; x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
 // Little-endian readers over untrusted buffers.
 static uint32_t qlora__rd_u32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 static uint64_t qlora__rd_u64(const uint8_t *p) { return (uint64_t)qlora__rd_u32(p) | (uint64_t)qlora__rd_u32(p + 4) << 32; }
@@ -2260,6 +2267,12 @@ QLORA__DEF void qlora_file_close(qlora_file *f) {
     memset(f, 0, sizeof *f);
 }
 
+static int qlora__file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
 // Write a whole file atomically: path.tmp, fsync, rename. Nobody ever sees a half-written file.
 static qlora_result qlora__write_atomic(qlora_ctx *ctx, const char *path, const void *const *parts,
                                         const size_t *sizes, size_t n_parts) {
@@ -2499,6 +2512,18 @@ QLORA__DEF double qlora_json_num(const qlora_json *obj, const char *key, double 
 QLORA__DEF const char *qlora_json_str(const qlora_json *obj, const char *key, const char *def) {
     const qlora_json *v = qlora_json_get(obj, key);
     return v && v->type == QLORA_JSON_STRING ? v->str : def;
+}
+
+// A whole JSON file; errors name the file, line and column.
+static qlora_result qlora__read_json_file(qlora_ctx *ctx, const char *path, qlora_json **out) {
+    qlora_file f;
+    qlora_result r = qlora_file_open(ctx, path, &f);
+    if (r != QLORA_OK) return r;
+    char err[160];
+    r = qlora_json_parse((const char *)f.data, f.size, out, err, sizeof err);
+    qlora_file_close(&f);
+    if (r != QLORA_OK) return QLORA__ERR(ctx, r, "%s: %s", path, err);
+    return QLORA_OK;
 }
 
 // >>gguf
@@ -3916,14 +3941,9 @@ static int qlora__hf_find_type(const qlora_json *j, const char *type) {   // any
 QLORA__DEF qlora_result qlora_tokenizer_load_hf(qlora_ctx *ctx, const char *path, qlora_tokenizer **out) {
     if (!path || !out) return QLORA__ERR(ctx, QLORA_ERR_INVALID_ARG, "qlora_tokenizer_load_hf: NULL argument");
     *out = NULL;
-    qlora_file f;
-    qlora_result r = qlora_file_open(ctx, path, &f);
-    if (r != QLORA_OK) return r;
     qlora_json *root = NULL, *cfg = NULL;
-    char err[160];
-    r = qlora_json_parse((const char *)f.data, f.size, &root, err, sizeof err);
-    qlora_file_close(&f);
-    if (r != QLORA_OK) return QLORA__ERR(ctx, QLORA_ERR_JSON, "%s: %s", path, err);
+    qlora_result r = qlora__read_json_file(ctx, path, &root);
+    if (r != QLORA_OK) return r;
     {   // tokenizer_config.json in the same directory (optional)
         const char *slash = strrchr(path, '/');
         size_t dir = slash ? (size_t)(slash - path + 1) : 0;
@@ -3931,11 +3951,7 @@ QLORA__DEF qlora_result qlora_tokenizer_load_hf(qlora_ctx *ctx, const char *path
         if (cp) {
             memcpy(cp, path, dir);
             strcpy(cp + dir, "tokenizer_config.json");
-            qlora_file cf;
-            if (qlora_file_open(NULL, cp, &cf) == QLORA_OK) {
-                if (qlora_json_parse((const char *)cf.data, cf.size, &cfg, err, sizeof err) != QLORA_OK) cfg = NULL;
-                qlora_file_close(&cf);
-            }
+            if (qlora__file_exists(cp) && qlora__read_json_file(NULL, cp, &cfg) != QLORA_OK) cfg = NULL;
             QLORA__FREE(cp);
         }
     }
@@ -4534,6 +4550,14 @@ static qlora_result qlora__model_check_config(qlora_ctx *ctx, const char *path, 
     return QLORA_OK;
 }
 
+// Every tensor of a block, for walks over the whole model (free, parameter and byte counts).
+#define QLORA__LAYER_TENSORS 12
+static void qlora__layer_tensors(qlora_layer *ly, qlora_tensor *ts[QLORA__LAYER_TENSORS]) {
+    qlora_tensor *all[QLORA__LAYER_TENSORS] = { &ly->attn_norm, &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->bq, &ly->bk,
+                                                &ly->bv, &ly->ffn_norm, &ly->w_gate, &ly->w_up, &ly->w_down };
+    memcpy(ts, all, sizeof all);
+}
+
 QLORA__DEF void qlora_model_free(qlora_model *m) {
     if (!m) return;
     qlora_tensor *all[3] = { &m->tok_embd, &m->out_norm, &m->output };
@@ -4541,10 +4565,9 @@ QLORA__DEF void qlora_model_free(qlora_model *m) {
     for (int i = 0; i < 3; i++) if (all[i]) qlora_tensor_free(all[i]);
     if (m->layers) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
-            qlora_layer *ly = &m->layers[l];
-            qlora_tensor *ts[] = { &ly->attn_norm, &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->bq, &ly->bk, &ly->bv,
-                                   &ly->ffn_norm, &ly->w_gate, &ly->w_up, &ly->w_down };
-            for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) qlora_tensor_free(ts[i]);
+            qlora_tensor *ts[QLORA__LAYER_TENSORS];
+            qlora__layer_tensors(&m->layers[l], ts);
+            for (int i = 0; i < QLORA__LAYER_TENSORS; i++) qlora_tensor_free(ts[i]);
         }
     }
     QLORA__FREE(m->layers);
@@ -4746,11 +4769,6 @@ static qlora_result qlora__load_gguf(qlora_ctx *ctx, const char *path, qlora_mod
     return QLORA_OK;
 }
 
-static int qlora__file_exists(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (f) fclose(f);
-    return f != NULL;
-}
 
 static int qlora__is_dir(const char *path) {
 #if !defined(_WIN32)
@@ -4769,16 +4787,6 @@ static qlora_type qlora__st_type(const char *dtype) {
     return QLORA_TYPE_COUNT;
 }
 
-static qlora_result qlora__read_json_file(qlora_ctx *ctx, const char *path, qlora_json **out) {
-    qlora_file f;
-    qlora_result r = qlora_file_open(ctx, path, &f);
-    if (r != QLORA_OK) return r;
-    char err[160];
-    r = qlora_json_parse((const char *)f.data, f.size, out, err, sizeof err);
-    qlora_file_close(&f);
-    if (r != QLORA_OK) return QLORA__ERR(ctx, r, "%s: %s", path, err);
-    return QLORA_OK;
-}
 
 static qlora_result qlora__hf_take(qlora_ctx *ctx, const char *dir, qlora_model *m, const char *name,
                                    int64_t ne0, int64_t ne1, int optional, qlora_tensor *t) {
@@ -4995,29 +5003,21 @@ static size_t qlora__tensor_bytes_all(const qlora_tensor *t) {
     return b;
 }
 
-QLORA__DEF size_t qlora_model_n_params(const qlora_model *m) {
-    size_t n = qlora_tensor_nelements(&m->tok_embd) + qlora_tensor_nelements(&m->out_norm);
-    if (!m->cfg.tied_embeddings) n += qlora_tensor_nelements(&m->output);
+// Sum of f over every tensor of the model (the tied head counted once).
+static size_t qlora__model_sum(const qlora_model *m, size_t (*f)(const qlora_tensor *)) {
+    size_t n = f(&m->tok_embd) + f(&m->out_norm);
+    if (!m->cfg.tied_embeddings) n += f(&m->output);
     for (int l = 0; l < m->cfg.n_layers; l++) {
-        const qlora_layer *ly = &m->layers[l];
-        const qlora_tensor *ts[] = { &ly->attn_norm, &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->bq, &ly->bk, &ly->bv,
-                                     &ly->ffn_norm, &ly->w_gate, &ly->w_up, &ly->w_down };
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) if (ts[i]->data) n += qlora_tensor_nelements(ts[i]);
+        qlora_tensor *ts[QLORA__LAYER_TENSORS];
+        qlora__layer_tensors(&m->layers[l], ts);
+        for (int i = 0; i < QLORA__LAYER_TENSORS; i++) n += f(ts[i]);
     }
     return n;
 }
+static size_t qlora__tensor_elems_present(const qlora_tensor *t) { return t->data ? qlora_tensor_nelements(t) : 0; }
 
-QLORA__DEF size_t qlora_model_weight_bytes(const qlora_model *m) {
-    size_t n = qlora__tensor_bytes_all(&m->tok_embd) + qlora__tensor_bytes_all(&m->out_norm);
-    if (!m->cfg.tied_embeddings) n += qlora__tensor_bytes_all(&m->output);
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        const qlora_layer *ly = &m->layers[l];
-        const qlora_tensor *ts[] = { &ly->attn_norm, &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->bq, &ly->bk, &ly->bv,
-                                     &ly->ffn_norm, &ly->w_gate, &ly->w_up, &ly->w_down };
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) n += qlora__tensor_bytes_all(ts[i]);
-    }
-    return n;
-}
+QLORA__DEF size_t qlora_model_n_params(const qlora_model *m) { return qlora__model_sum(m, qlora__tensor_elems_present); }
+QLORA__DEF size_t qlora_model_weight_bytes(const qlora_model *m) { return qlora__model_sum(m, qlora__tensor_bytes_all); }
 
 // >>save-hf
 // Dequantizes a whole tensor to a new f32 buffer.
@@ -5816,12 +5816,7 @@ QLORA__DEF qlora_result qlora_data_format_parse(qlora_ctx *ctx, const char *name
 }
 
 // splitmix64 (Steele et al. 2014): the whole state is one integer, so a cursor can hold it.
-static uint64_t qlora__data_splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+static uint64_t qlora__data_splitmix64(uint64_t *s) { return qlora__mix64(*s += 0x9E3779B97F4A7C15ull); }
 // Fisher-Yates over perm[0..n) (modulo bias < n / 2^64: irrelevant for data order).
 static void qlora__data_shuffle(size_t *perm, size_t n, uint64_t state) {
     for (size_t i = n; i > 1; i--) {
@@ -7620,11 +7615,6 @@ static void qlora__wgrad(qlora_ctx *ctx, float *dW, const float *dY, const float
 }
 
 // ---- LoRA dropout: a counter-based hash, so forward, recompute and backward agree bit for bit ---
-static uint64_t qlora__mix64(uint64_t x) {
-    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27; x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 // hd = dropout(h): zero with probability p, else h / (1 - p)
 static void qlora__dropout(float *hd, const float *h, size_t n, float p, uint64_t seed) {
     float keep = 1.0f / (1.0f - p);
