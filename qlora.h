@@ -250,6 +250,19 @@ QLORA_API qlora_result qlora_tensor_dequantize_rows(const qlora_tensor *t, size_
 typedef float (*qlora_dot_fn)(const void *w, const float *scales, const float *x, size_t n, size_t bs);
 #define QLORA_DOT_TOLERANCE 1e-5f   // relative (|a-b| <= tol * sum|w_i x_i|) vs the reference
 QLORA_API qlora_dot_fn qlora_ctx_dot(const qlora_ctx *ctx, qlora_type t, const char **name);
+// The two ops of batched (training / prefill) products, which run as real GEMMs:
+// deq: out[0..n) = deq(w) for a row segment, bit-identical to the reference dequantizers
+//      (bnb: n a multiple of bs, starting on a block boundary; ggml: n a multiple of 32).
+typedef void (*qlora_deq_fn)(const void *w, const float *scales, float *out, size_t n, size_t bs);
+QLORA_API qlora_deq_fn qlora_ctx_deq(const qlora_ctx *ctx, qlora_type t, const char **name);
+// gemm: the register-tile micro-kernel of the f32 GEMM, MR x NR (per ISA, returned in *mr, *nr):
+//     C[i*ldc + j] = (acc ? C[i*ldc + j] : 0) + sum_{k<K} A[i*lda + k] * B[k*NR + j]
+// for i < m <= MR, j < n <= NR; B is a packed panel of K rows of NR floats (zero past n). Every C
+// element is one running sum in k order, so blocking K (acc = 1) or splitting M, N changes no bit.
+typedef void (*qlora_gemm_fn)(size_t K, const float *A, size_t lda, const float *B, float *C, size_t ldc, int m, int n, int acc);
+QLORA_API qlora_gemm_fn qlora_ctx_gemm(const qlora_ctx *ctx, int *mr, int *nr, const char **name);
+// What a registry line is (kernels_generated/qlora_kernels.inc, QLORA_KERNEL(isa, op, ...)).
+typedef enum qlora_kernel_op { QLORA_OP_DOT = 0, QLORA_OP_DEQ, QLORA_OP_GEMM, QLORA_OP_COUNT } qlora_kernel_op;
 // y[r] = W[r,:] . x  for every row r (W: ne[1] rows of ne[0]); any weight type; threaded over rows.
 QLORA_API qlora_result qlora_matvec(qlora_ctx *ctx, const qlora_tensor *W, const float *x, float *y);
 // Y[t, r] = W[r,:] . X[t,:] for t < T   (X: T x ne[0], Y: T x ne[1])
@@ -1161,6 +1174,9 @@ struct qlora_ctx {
     void (*log_fn)(void *user, int level, qlora_result code, const char *msg);
     void     *log_user;
     struct qlora_kernels *kern;  // dispatch table (>>dispatch)
+    void     *scratch_raw;     // per-thread GEMM panels (>>gemm), grown on demand
+    float    *scratch;         // 64-byte aligned view: thread i owns [i * scratch_floats, ...)
+    size_t    scratch_floats;
 #ifndef QLORA_NO_THREADS
     pthread_t      *workers;
     struct qlora__worker_slot *slots;
@@ -1334,6 +1350,7 @@ QLORA__DEF void qlora_ctx_destroy(qlora_ctx *ctx) {
     }
 #endif
     QLORA__FREE(ctx->kern);
+    QLORA__FREE(ctx->scratch_raw);
     QLORA__FREE(ctx);
 }
 
@@ -1966,42 +1983,88 @@ static const char *const qlora__ref_dot_name[QLORA_TYPE_COUNT] = {
     "qlora__ref_dot_nf4_f32", "qlora__ref_dot_fp4_f32", "qlora__ref_dot_int4_f32", "qlora__ref_dot_int8_f32"
 };
 
+// --- deq: the dequantizers themselves (>>quant), one row segment at a time ------------------------
+static void qlora__ref_deq_float(qlora_type t, const void *w, float *out, size_t n) {
+    const uint8_t *p = (const uint8_t *)w;
+    for (size_t i = 0; i < n; i++)
+        out[i] = t == QLORA_TYPE_F32 ? ((const float *)w)[i] : t == QLORA_TYPE_F16 ? qlora__fp16_to_f32(qlora__rd_u16(p + 2 * i))
+                                                                                    : qlora__bf16_to_f32(qlora__rd_u16(p + 2 * i));
+}
+static void qlora__ref_deq_f32(const void *w, const float *s, float *out, size_t n, size_t bs) { QLORA__UNUSED(s); QLORA__UNUSED(bs); qlora__ref_deq_float(QLORA_TYPE_F32, w, out, n); }
+static void qlora__ref_deq_f16(const void *w, const float *s, float *out, size_t n, size_t bs) { QLORA__UNUSED(s); QLORA__UNUSED(bs); qlora__ref_deq_float(QLORA_TYPE_F16, w, out, n); }
+static void qlora__ref_deq_bf16(const void *w, const float *s, float *out, size_t n, size_t bs) { QLORA__UNUSED(s); QLORA__UNUSED(bs); qlora__ref_deq_float(QLORA_TYPE_BF16, w, out, n); }
+static void qlora__ref_deq_q8_0(const void *w, const float *s, float *out, size_t n, size_t bs) { QLORA__UNUSED(s); QLORA__UNUSED(bs); qlora_ggml_dequantize(QLORA_TYPE_Q8_0, w, n, out); }
+static void qlora__ref_deq_q4_0(const void *w, const float *s, float *out, size_t n, size_t bs) { QLORA__UNUSED(s); QLORA__UNUSED(bs); qlora_ggml_dequantize(QLORA_TYPE_Q4_0, w, n, out); }
+static void qlora__ref_deq_q4_1(const void *w, const float *s, float *out, size_t n, size_t bs) { QLORA__UNUSED(s); QLORA__UNUSED(bs); qlora_ggml_dequantize(QLORA_TYPE_Q4_1, w, n, out); }
+static void qlora__ref_deq_bnb(qlora_type t, const void *w, const float *scales, float *out, size_t n, size_t bs) {
+    const uint8_t *q = (const uint8_t *)w;
+    const float *lut = qlora_bnb_code4(t);
+    for (size_t i = 0; i < n; i++)
+        out[i] = t == QLORA_TYPE_INT8 ? qlora__bnb_deq_int8((int8_t)q[i], scales[i / bs])
+                                      : lut[(i % 2 == 0) ? (q[i / 2] >> 4) : (q[i / 2] & 0x0f)] * scales[i / bs];
+}
+static void qlora__ref_deq_nf4(const void *w, const float *s, float *out, size_t n, size_t bs) { qlora__ref_deq_bnb(QLORA_TYPE_NF4, w, s, out, n, bs); }
+static void qlora__ref_deq_fp4(const void *w, const float *s, float *out, size_t n, size_t bs) { qlora__ref_deq_bnb(QLORA_TYPE_FP4, w, s, out, n, bs); }
+static void qlora__ref_deq_int4(const void *w, const float *s, float *out, size_t n, size_t bs) { qlora__ref_deq_bnb(QLORA_TYPE_INT4, w, s, out, n, bs); }
+static void qlora__ref_deq_int8(const void *w, const float *s, float *out, size_t n, size_t bs) { qlora__ref_deq_bnb(QLORA_TYPE_INT8, w, s, out, n, bs); }
+static const qlora_deq_fn qlora__ref_deq[QLORA_TYPE_COUNT] = {
+    qlora__ref_deq_f32, qlora__ref_deq_f16, qlora__ref_deq_bf16, qlora__ref_deq_q8_0, qlora__ref_deq_q4_0,
+    qlora__ref_deq_q4_1, qlora__ref_deq_nf4, qlora__ref_deq_fp4, qlora__ref_deq_int4, qlora__ref_deq_int8
+};
+
+// --- gemm: C (m x n) = [C +] A (m x K) . B (K x NR panel), each element summed in double ---------
+#define QLORA__REF_MR 4
+#define QLORA__REF_NR 8
+static void qlora__ref_gemm(size_t K, const float *A, size_t lda, const float *B, float *C, size_t ldc, int m, int n, int acc) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double c = acc ? (double)C[(size_t)i * ldc + (size_t)j] : 0.0;
+            for (size_t k = 0; k < K; k++) c += (double)A[(size_t)i * lda + k] * (double)B[k * QLORA__REF_NR + (size_t)j];
+            C[(size_t)i * ldc + (size_t)j] = (float)c;
+        }
+}
+
 // >>generated
 // The SIMD (and unrolled scalar) kernels are emitted by gen/generate.py from gen/templates/ into
 // kernels_generated/; each is `static`, carries its ISA target attribute (xxHash-style runtime
 // dispatch: no -mavx2 needed) and is listed once in kernels_generated/qlora_kernels.inc.
 #ifdef QLORA_GENERATED_KERNELS
 #include "kernels_generated/qlora_kernels.h"
-#if !defined(QLORA_KERNELS_ABI) || QLORA_KERNELS_ABI != 1
+#if !defined(QLORA_KERNELS_ABI) || QLORA_KERNELS_ABI != 2
 #error "kernels_generated/ does not match qlora.h: run python3 gen/generate.py"
 #endif
 #endif
 
 // >>dispatch
-// One registry drives dispatch, tests and benchmarks: QLORA_KERNEL(isa, type, fn, prio) lines.
-// At qlora_ctx_create, for each weight type we take the highest-priority kernel whose ISA the
-// CPU has (ctx->cpu) and ctx->isa allows; with none, the reference above.
+// One registry drives dispatch, tests and benchmarks: QLORA_KERNEL(isa, op, type, fn, prio, mr, nr)
+// lines. At qlora_ctx_create, for each (op, weight type) we take the highest-priority kernel whose
+// ISA the CPU has (ctx->cpu) and ctx->isa allows; with none, the reference above.
+typedef void (*qlora__any_fn)(void);   // registry storage; cast back by op
 typedef struct qlora__kernel_entry {
-    qlora_isa    isa;
-    qlora_type   type;
-    qlora_dot_fn fn;
-    const char  *name;
-    int          prio;
+    qlora_isa       isa;
+    qlora_kernel_op op;
+    qlora_type      type;
+    qlora__any_fn   fn;
+    const char     *name;
+    int             prio, mr, nr;
 } qlora__kernel_entry;
 
 static const qlora__kernel_entry qlora__kernel_registry[] = {
 #ifdef QLORA_GENERATED_KERNELS
-#define QLORA_KERNEL(isa, type, fn, prio) { isa, type, fn, #fn, prio },
+#define QLORA_KERNEL(isa, op, type, fn, prio, mr, nr) { isa, op, type, (qlora__any_fn)fn, #fn, prio, mr, nr },
 #include "kernels_generated/qlora_kernels.inc"
 #undef QLORA_KERNEL
 #endif
-    { QLORA_ISA_REF, QLORA_TYPE_COUNT, NULL, NULL, 0 }   // sentinel (keeps the array non-empty)
+    { QLORA_ISA_REF, QLORA_OP_COUNT, QLORA_TYPE_COUNT, NULL, NULL, 0, 0, 0 }   // sentinel (keeps the array non-empty)
 };
 
 struct qlora_kernels {
-    qlora_dot_fn dot[QLORA_TYPE_COUNT];        // chosen dot per weight type
-    const char  *dot_name[QLORA_TYPE_COUNT];   // its function name (qlora_ctx_describe)
-    qlora_isa    dot_isa[QLORA_TYPE_COUNT];    // its instruction set (QLORA_ISA_REF = reference)
+    qlora_dot_fn  dot[QLORA_TYPE_COUNT];        // chosen dot per weight type
+    qlora_deq_fn  deq[QLORA_TYPE_COUNT];        // chosen dequantizer per weight type
+    qlora_gemm_fn gemm;                         // chosen f32 GEMM micro-kernel
+    int           mr, nr;                       // its register tile
+    const char   *name[QLORA_OP_COUNT][QLORA_TYPE_COUNT];   // function names (qlora_ctx_describe)
+    qlora_isa     isa[QLORA_OP_COUNT][QLORA_TYPE_COUNT];    // their instruction sets (REF = reference)
 };
 
 // May a kernel of instruction set `k` run on this ctx? It must be on the CPU and at most `force`.
@@ -2020,39 +2083,64 @@ static int qlora__isa_allowed(qlora_isa k, unsigned cpu, qlora_isa force) {
     }
 }
 
+static const char *const qlora__ref_deq_name = "qlora__ref_deq";
+
 static void qlora__kernels_init(qlora_ctx *ctx) {
     struct qlora_kernels *k = (struct qlora_kernels *)QLORA__MALLOC(sizeof(struct qlora_kernels));
     ctx->kern = k;
     if (!k) { QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "qlora_ctx_create: kernel table"); return; }
     if ((unsigned)ctx->isa >= QLORA_ISA_COUNT) ctx->isa = QLORA_ISA_AUTO;
-    int best[QLORA_TYPE_COUNT];
+    int best[QLORA_OP_COUNT][QLORA_TYPE_COUNT];
     for (int t = 0; t < QLORA_TYPE_COUNT; t++) {
         k->dot[t] = qlora__ref_dot[t];
-        k->dot_name[t] = qlora__ref_dot_name[t];
-        k->dot_isa[t] = QLORA_ISA_REF;
-        best[t] = -1;
+        k->deq[t] = qlora__ref_deq[t];
+        for (int o = 0; o < QLORA_OP_COUNT; o++) { k->isa[o][t] = QLORA_ISA_REF; best[o][t] = -1; }
+        k->name[QLORA_OP_DOT][t] = qlora__ref_dot_name[t];
+        k->name[QLORA_OP_DEQ][t] = qlora__ref_deq_name;
+        k->name[QLORA_OP_GEMM][t] = "qlora__ref_gemm";
     }
+    k->gemm = qlora__ref_gemm;
+    k->mr = QLORA__REF_MR;
+    k->nr = QLORA__REF_NR;
     size_t n_entries = sizeof qlora__kernel_registry / sizeof qlora__kernel_registry[0];
     for (size_t i = 0; i < n_entries; i++) {
         const qlora__kernel_entry *e = &qlora__kernel_registry[i];
-        if (!e->fn || (unsigned)e->type >= QLORA_TYPE_COUNT) continue;
-        if (!qlora__isa_allowed(e->isa, ctx->cpu, ctx->isa) || e->prio <= best[e->type]) continue;
-        best[e->type] = e->prio;
-        k->dot[e->type] = e->fn;
-        k->dot_name[e->type] = e->name;
-        k->dot_isa[e->type] = e->isa;
+        if (!e->fn || (unsigned)e->type >= QLORA_TYPE_COUNT || (unsigned)e->op >= QLORA_OP_COUNT) continue;
+        if (!qlora__isa_allowed(e->isa, ctx->cpu, ctx->isa) || e->prio <= best[e->op][e->type]) continue;
+        best[e->op][e->type] = e->prio;
+        k->name[e->op][e->type] = e->name;
+        k->isa[e->op][e->type] = e->isa;
+        if (e->op == QLORA_OP_DOT) k->dot[e->type] = (qlora_dot_fn)e->fn;
+        else if (e->op == QLORA_OP_DEQ) k->deq[e->type] = (qlora_deq_fn)e->fn;
+        else if (e->type == QLORA_TYPE_F32) { k->gemm = (qlora_gemm_fn)e->fn; k->mr = e->mr; k->nr = e->nr; }
     }
     // ctx->isa now reports what runs: the widest instruction set among the chosen kernels.
     qlora_isa used = QLORA_ISA_REF;
-    for (int t = 0; t < QLORA_TYPE_COUNT; t++)
-        if (k->dot_isa[t] > used) used = k->dot_isa[t];
+    for (int o = 0; o < QLORA_OP_COUNT; o++)
+        for (int t = 0; t < QLORA_TYPE_COUNT; t++)
+            if (k->isa[o][t] > used) used = k->isa[o][t];
     ctx->isa = used;
+}
+
+QLORA__DEF qlora_deq_fn qlora_ctx_deq(const qlora_ctx *ctx, qlora_type t, const char **name) {
+    if ((unsigned)t >= QLORA_TYPE_COUNT) { if (name) *name = NULL; return NULL; }
+    if (!ctx || !ctx->kern) { if (name) *name = qlora__ref_deq_name; return qlora__ref_deq[t]; }
+    if (name) *name = ctx->kern->name[QLORA_OP_DEQ][t];
+    return ctx->kern->deq[t];
+}
+
+QLORA__DEF qlora_gemm_fn qlora_ctx_gemm(const qlora_ctx *ctx, int *mr, int *nr, const char **name) {
+    const struct qlora_kernels *k = ctx ? ctx->kern : NULL;
+    if (mr) *mr = k ? k->mr : QLORA__REF_MR;
+    if (nr) *nr = k ? k->nr : QLORA__REF_NR;
+    if (name) *name = k ? k->name[QLORA_OP_GEMM][QLORA_TYPE_F32] : "qlora__ref_gemm";
+    return k ? k->gemm : qlora__ref_gemm;
 }
 
 QLORA__DEF qlora_dot_fn qlora_ctx_dot(const qlora_ctx *ctx, qlora_type t, const char **name) {
     if ((unsigned)t >= QLORA_TYPE_COUNT) { if (name) *name = NULL; return NULL; }
     if (!ctx || !ctx->kern) { if (name) *name = qlora__ref_dot_name[t]; return qlora__ref_dot[t]; }
-    if (name) *name = ctx->kern->dot_name[t];
+    if (name) *name = ctx->kern->name[QLORA_OP_DOT][t];
     return ctx->kern->dot[t];
 }
 
@@ -2067,8 +2155,14 @@ QLORA__DEF void qlora_ctx_describe(const qlora_ctx *ctx, char *buf, size_t cap) 
     for (int t = 0; t < QLORA_TYPE_COUNT && w >= 0; t++) {
         len += (size_t)w;
         if (len >= cap) return;   // truncated (snprintf already terminated it)
-        const char *nm = ctx->kern ? ctx->kern->dot_name[t] : qlora__ref_dot_name[t];
+        const char *nm = ctx->kern ? ctx->kern->name[QLORA_OP_DOT][t] : qlora__ref_dot_name[t];
         w = snprintf(buf + len, cap - len, " dot_%s_f32: %s", qlora__type_names[t], nm);
+    }
+    if (w >= 0 && (len += (size_t)w) < cap) {
+        const char *nm;
+        int mr, nr;
+        qlora_ctx_gemm(ctx, &mr, &nr, &nm);
+        snprintf(buf + len, cap - len, " gemm_f32 %dx%d: %s", mr, nr, nm);
     }
 }
 
@@ -2197,12 +2291,19 @@ QLORA__DEF qlora_result qlora_matvec(qlora_ctx *ctx, const qlora_tensor *W, cons
     return qlora_matmul(ctx, W, x, 1, y);
 }
 
+static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int trans_w, const float *A, size_t lda,
+                                  size_t M, float *C, size_t ldc, int acc);
+#ifndef QLORA_GEMM_MIN_T
+#define QLORA_GEMM_MIN_T 16   // from this many tokens on, qlora_matmul runs as a GEMM (>>gemm)
+#endif
+
 QLORA__DEF qlora_result qlora_matmul(qlora_ctx *ctx, const qlora_tensor *W, const float *X, size_t T, float *Y) {
     qlora__mv_args a;
     qlora_result r = qlora__mv_prepare(ctx, W, "qlora_matmul", &a);
     if (r != QLORA_OK) return r;
     if (T == 0) return QLORA_OK;
     if (!X || !Y) return QLORA__ERR(ctx, QLORA_ERR_INVALID_ARG, "qlora_matmul: NULL X or Y");
+    if (T >= QLORA_GEMM_MIN_T) return qlora__gemm_w(ctx, W, 1, X, a.ne0, T, Y, a.rows, 0);
     // Token tiles of QLORA__MM_TILE rows of X keep the activations in L2 while every weight row
     // streams past them (the whole X of a training batch does not fit). Each output is still one
     // dot product, so tiling changes no bits.
@@ -2214,6 +2315,203 @@ QLORA__DEF qlora_result qlora_matmul(qlora_ctx *ctx, const qlora_tensor *W, cons
     }
     return QLORA_OK;
 }
+// >>gemm
+static void qlora__tensor_init(qlora_tensor *t, qlora_type type, int64_t ne0, int64_t ne1, const void *data);
+// Batched products (training, prompt prefill) as real GEMMs, BLIS-style without packing A:
+//     C (M x N) [+]= A (M x K) . B (K x N)
+// B is never materialised: a fill callback writes one panel of it (kc rows x pw columns, as pw/NR
+// sub-panels of kc x NR floats) into per-thread scratch, dequantizing the frozen weight block by
+// block (dispatched deq kernel, bit-exact), and the dispatched MR x NR micro-kernel consumes it.
+//   forward          Y  = X . deq(W)^T     fill_nt: panel[k][j] = deq(W)[n0 + j][k0 + k]
+//   backward-input   dX += dY . deq(W)     fill_nn: panel[k][j] = deq(W)[k0 + k][n0 + j]
+// Threads split the panels of N when there are enough of them, else the rows of M (each thread
+// then fills its own panels). Every C element is one running sum over k in order (the K blocks
+// continue it: acc = 1), so the result does not depend on the thread count or the split.
+// Dequantize W[row, c0 .. c0+n) into out. Handles every qlora_type; bnb blocks may straddle rows.
+static void qlora__deq_range(const qlora_tensor *W, size_t row, size_t c0, size_t n, float *out) {
+    size_t ne0 = (size_t)W->ne[0];
+    switch (W->type) {
+    case QLORA_TYPE_F32: memcpy(out, (const float *)W->data + row * ne0 + c0, n * sizeof(float)); return;
+    case QLORA_TYPE_F16: { const uint16_t *p = (const uint16_t *)W->data + row * ne0 + c0; for (size_t i = 0; i < n; i++) out[i] = qlora__fp16_to_f32(p[i]); return; }
+    case QLORA_TYPE_BF16: { const uint16_t *p = (const uint16_t *)W->data + row * ne0 + c0; for (size_t i = 0; i < n; i++) out[i] = qlora__bf16_to_f32(p[i]); return; }
+    case QLORA_TYPE_Q8_0: case QLORA_TYPE_Q4_0: case QLORA_TYPE_Q4_1: {
+        size_t rb = qlora_ggml_row_bytes(W->type, ne0), bb = qlora_ggml_row_bytes(W->type, 32);
+        const uint8_t *p = (const uint8_t *)W->data + row * rb + (c0 / 32) * bb;   // c0, n: multiples of 32
+        qlora_ggml_dequantize(W->type, p, n, out);
+        return;
+    }
+    default: break;
+    }
+    // bnb formats: element i of the flattened matrix; absmax decoded per block
+    const uint8_t *codes = (const uint8_t *)W->data;
+    const float *lut = qlora_bnb_code4(W->type);
+    size_t bs = (size_t)W->blocksize, i0 = row * ne0 + c0, cur_b = (size_t)-1;
+    float am = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = i0 + k, b = i / bs;
+        if (b != cur_b) {
+            cur_b = b;
+            am = W->absmax ? W->absmax[b] : W->code2[W->qabsmax[b]] * W->absmax2[b / 256] + W->offset;
+        }
+        if (W->type == QLORA_TYPE_INT8) out[k] = ((float)(int8_t)codes[i] / 127.0f) * am;
+        else out[k] = lut[(i & 1) ? (codes[i >> 1] & 15) : (codes[i >> 1] >> 4)] * am;
+    }
+}
+
+
+// Dequantize W[row, c0 .. c0 + n) with the dispatched deq kernel when the segment is made of whole
+// blocks (the common case), else the readable path above.
+static void qlora__deq_row(const qlora_ctx *ctx, const qlora_tensor *W, size_t row, size_t c0, size_t n, float *out) {
+    size_t ne0 = (size_t)W->ne[0], g0 = row * ne0 + c0;
+    qlora_deq_fn deq = ctx->kern->deq[W->type];
+    switch (W->type) {
+    case QLORA_TYPE_F32: memcpy(out, (const float *)W->data + g0, n * sizeof(float)); return;
+    case QLORA_TYPE_F16: case QLORA_TYPE_BF16: deq((const uint8_t *)W->data + 2 * g0, NULL, out, n, 0); return;
+    case QLORA_TYPE_Q8_0: case QLORA_TYPE_Q4_0: case QLORA_TYPE_Q4_1:
+        if (c0 % QLORA__QK == 0 && n % QLORA__QK == 0) {
+            deq((const uint8_t *)W->data + row * qlora__kern_row_bytes(W->type, ne0) + qlora__kern_row_bytes(W->type, c0), NULL, out, n, 0);
+            return;
+        }
+        break;
+    default: {
+        size_t bs = (size_t)W->blocksize;
+        if (g0 % bs || n % bs || n / bs > QLORA__MATVEC_SCALES) break;
+        float sc[QLORA__MATVEC_SCALES];
+        for (size_t b = 0; b < n / bs; b++) sc[b] = qlora__bnb_scale(W, g0 / bs + b);
+        deq((const uint8_t *)W->data + qlora__kern_row_bytes(W->type, g0), sc, out, n, bs);
+        return;
+    }
+    }
+    qlora__deq_range(W, row, c0, n, out);
+}
+
+typedef struct qlora__gemm_job qlora__gemm_job;
+struct qlora__gemm_job {
+    size_t M, N, K, lda, ldc;
+    const float *A;
+    float *C;
+    int acc;                    // 1: C += A.B (else C = A.B)
+    const qlora_tensor *W;      // the B operand's storage (any type; f32 wrappers for activations)
+    void (*fill)(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, float *panel, float *tmp);
+    qlora_gemm_fn gemm;
+    size_t mr, nr, kc, pw;      // micro tile, K block, panel width (multiple of nr)
+    int split_m;
+    const qlora_ctx *ctx;
+};
+
+// panel[s][k][jj] = deq(W)[n0 + s*nr + jj][k0 + k]   (rows of W are the N index)
+static void qlora__fill_nt(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, float *panel, float *tmp) {
+    size_t nr = j->nr;
+    for (size_t r = 0; r < nw; r++) qlora__deq_row(ctx, j->W, n0 + r, k0, kc, tmp + r * kc);
+    for (size_t s = 0; s * nr < nw; s++) {
+        float *p = panel + s * kc * nr;
+        size_t nv = QLORA__MIN(nr, nw - s * nr);
+        for (size_t k = 0; k < kc; k++) {
+            const float *src = tmp + (s * nr) * kc + k;
+            size_t jj = 0;
+            for (; jj < nv; jj++) p[k * nr + jj] = src[jj * kc];
+            for (; jj < nr; jj++) p[k * nr + jj] = 0.0f;
+        }
+    }
+}
+
+// panel[s][k][jj] = deq(W)[k0 + k][n0 + s*nr + jj]   (rows of W are the K index)
+static void qlora__fill_nn(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, float *panel, float *tmp) {
+    size_t nr = j->nr;
+    for (size_t k = 0; k < kc; k++) {
+        qlora__deq_row(ctx, j->W, k0 + k, n0, nw, tmp);
+        for (size_t s = 0; s * nr < nw; s++) {
+            float *p = panel + (s * kc + k) * nr;
+            size_t nv = QLORA__MIN(nr, nw - s * nr);
+            memcpy(p, tmp + s * nr, nv * sizeof(float));
+            for (size_t jj = nv; jj < nr; jj++) p[jj] = 0.0f;
+        }
+    }
+}
+
+static void qlora__gemm_task(void *arg, int ith, int nth) {
+    const qlora__gemm_job *j = (const qlora__gemm_job *)arg;
+    size_t mr = j->mr, nr = j->nr, pw = j->pw, kcmax = j->kc;
+    size_t npan = (j->N + pw - 1) / pw, p0 = 0, p1 = npan, m0 = 0, m1 = j->M;
+    if (j->split_m) {
+        size_t b, e;
+        qlora__split((j->M + mr - 1) / mr, ith, nth, &b, &e);
+        m0 = b * mr; m1 = QLORA__MIN(j->M, e * mr);
+        if (m0 >= m1) return;
+    } else {
+        qlora__split(npan, ith, nth, &p0, &p1);
+    }
+    float *panel = j->ctx->scratch + (size_t)ith * j->ctx->scratch_floats;   // kc x pw
+    float *tmp = panel + kcmax * pw;                                          // pw x kc
+    for (size_t p = p0; p < p1; p++) {
+        size_t n0 = p * pw, nw = QLORA__MIN(pw, j->N - n0);
+        for (size_t k0 = 0; k0 < j->K; k0 += kcmax) {
+            size_t kc = QLORA__MIN(kcmax, j->K - k0);
+            j->fill(j->ctx, j, k0, kc, n0, nw, panel, tmp);
+            int acc = j->acc || k0 > 0;
+            for (size_t i = m0; i < m1; i += mr)
+                for (size_t s = 0; s * nr < nw; s++)
+                    j->gemm(kc, j->A + i * j->lda + k0, j->lda, panel + s * kc * nr, j->C + i * j->ldc + n0 + s * nr, j->ldc,
+                            (int)QLORA__MIN(mr, m1 - i), (int)QLORA__MIN(nr, nw - s * nr), acc);
+        }
+    }
+}
+
+// Per-thread scratch of `floats` floats (64-byte aligned), grown on demand and kept in the ctx:
+// after the first training step nothing is allocated any more.
+static qlora_result qlora__scratch_reserve(qlora_ctx *ctx, size_t floats) {
+    floats = (floats + 15) & ~(size_t)15;
+    if (floats <= ctx->scratch_floats) return QLORA_OK;
+    QLORA__FREE(ctx->scratch_raw);
+    ctx->scratch = NULL;
+    ctx->scratch_floats = 0;
+    size_t bytes = floats * sizeof(float) * (size_t)ctx->n_threads + 64;
+    ctx->scratch_raw = QLORA__MALLOC(bytes);
+    if (!ctx->scratch_raw) return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "gemm: %zu KiB of scratch", bytes >> 10);
+    ctx->scratch = (float *)(((uintptr_t)ctx->scratch_raw + 63) & ~(uintptr_t)63);
+    ctx->scratch_floats = floats;
+    return QLORA_OK;
+}
+
+// C (M x N) [+]= A (M x K, row stride lda) . B, B = deq(W)^T (trans_w: W is N x K, the forward)
+// or deq(W) (W is K x N, the backward-input). ldc: row stride of C.
+static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int trans_w, const float *A, size_t lda,
+                                  size_t M, float *C, size_t ldc, int acc) {
+    qlora__gemm_job j;
+    memset(&j, 0, sizeof j);
+    size_t ne0 = (size_t)W->ne[0], rows = qlora_tensor_nelements(W) / ne0;
+    int mr, nr;
+    j.gemm = qlora_ctx_gemm(ctx, &mr, &nr, NULL);
+    j.mr = (size_t)mr; j.nr = (size_t)nr;
+    j.M = M; j.A = A; j.lda = lda; j.C = C; j.ldc = ldc; j.acc = acc; j.W = W; j.ctx = ctx;
+    size_t bs = qlora_type_is_bnb(W->type) ? (size_t)W->blocksize : QLORA__QK;
+    size_t unit = bs <= 256 ? bs : 1;               // keep K blocks / panel columns on block edges
+    if (trans_w) {                                  // K = ne0 (within a row), N = rows
+        j.K = ne0; j.N = rows; j.fill = qlora__fill_nt;
+        j.pw = 2 * j.nr;
+        j.kc = j.K <= 1024 ? j.K : QLORA__MAX(unit, 512 / unit * unit);
+    } else {                                        // K = rows, N = ne0
+        j.K = rows; j.N = ne0; j.fill = qlora__fill_nn;
+        j.pw = (QLORA__MAX((size_t)64, unit) + j.nr - 1) / j.nr * j.nr;
+        j.kc = QLORA__MIN(j.K, (size_t)256);
+    }
+    size_t npan = (j.N + j.pw - 1) / j.pw;
+    j.split_m = npan < 4 * (size_t)ctx->n_threads;
+    qlora_result r = qlora__scratch_reserve(ctx, 2 * j.kc * j.pw);
+    if (r != QLORA_OK) return r;
+    qlora_parallel_for(ctx, qlora__gemm_task, &j);
+    return QLORA_OK;
+}
+
+// Plain f32 operands: C [+]= A . B^T with B (N x K) row-major (trans_b = 1), or A . B with B (K x N).
+static qlora_result qlora__gemm_f32(qlora_ctx *ctx, const float *A, size_t lda, const float *B, size_t K, size_t N,
+                                    int trans_b, size_t M, float *C, size_t ldc, int acc) {
+    qlora_tensor w;
+    qlora__tensor_init(&w, QLORA_TYPE_F32, (int64_t)(trans_b ? K : N), (int64_t)(trans_b ? N : K), (void *)(uintptr_t)B);
+    w.n_dims = 2;
+    return qlora__gemm_w(ctx, &w, trans_b, A, lda, M, C, ldc, acc);
+}
+
 // >>files
 // Whole files are mapped read-only (the model weights stay in the page cache, not on the heap);
 // where mmap is unavailable the file is read into memory. Nothing is ever written through a map.
@@ -7529,89 +7827,36 @@ static qlora_result qlora__mm_f32(qlora_ctx *ctx, float *out, const float *X, co
     return qlora_matmul(ctx, &w, X, (size_t)N, out);
 }
 
-// Dequantize W[row, c0 .. c0+n) into out. Handles every qlora_type; bnb blocks may straddle rows.
-static void qlora__deq_range(const qlora_tensor *W, size_t row, size_t c0, size_t n, float *out) {
-    size_t ne0 = (size_t)W->ne[0];
-    switch (W->type) {
-    case QLORA_TYPE_F32: memcpy(out, (const float *)W->data + row * ne0 + c0, n * sizeof(float)); return;
-    case QLORA_TYPE_F16: { const uint16_t *p = (const uint16_t *)W->data + row * ne0 + c0; for (size_t i = 0; i < n; i++) out[i] = qlora__fp16_to_f32(p[i]); return; }
-    case QLORA_TYPE_BF16: { const uint16_t *p = (const uint16_t *)W->data + row * ne0 + c0; for (size_t i = 0; i < n; i++) out[i] = qlora__bf16_to_f32(p[i]); return; }
-    case QLORA_TYPE_Q8_0: case QLORA_TYPE_Q4_0: case QLORA_TYPE_Q4_1: {
-        size_t rb = qlora_ggml_row_bytes(W->type, ne0), bb = qlora_ggml_row_bytes(W->type, 32);
-        const uint8_t *p = (const uint8_t *)W->data + row * rb + (c0 / 32) * bb;   // c0, n: multiples of 32
-        qlora_ggml_dequantize(W->type, p, n, out);
-        return;
-    }
-    default: break;
-    }
-    // bnb formats: element i of the flattened matrix; absmax decoded per block
-    const uint8_t *codes = (const uint8_t *)W->data;
-    const float *lut = qlora_bnb_code4(W->type);
-    size_t bs = (size_t)W->blocksize, i0 = row * ne0 + c0, cur_b = (size_t)-1;
-    float am = 0;
-    for (size_t k = 0; k < n; k++) {
-        size_t i = i0 + k, b = i / bs;
-        if (b != cur_b) {
-            cur_b = b;
-            am = W->absmax ? W->absmax[b] : W->code2[W->qabsmax[b]] * W->absmax2[b / 256] + W->offset;
-        }
-        if (W->type == QLORA_TYPE_INT8) out[k] = ((float)(int8_t)codes[i] / 127.0f) * am;
-        else out[k] = lut[(i & 1) ? (codes[i >> 1] & 15) : (codes[i >> 1] >> 4)] * am;
-    }
+// dX (N, ne0) += dY (N, ne1) . W      — the backward-input product through a frozen weight (>>gemm).
+static qlora_result qlora__matmul_t(qlora_ctx *ctx, const qlora_tensor *W, const float *dY, size_t N, float *dX) {
+    return qlora__gemm_w(ctx, W, 0, dY, (size_t)W->ne[1], N, dX, (size_t)W->ne[0], 1);
+}
+static qlora_result qlora__matmul_t_f32(qlora_ctx *ctx, const float *W, int K, int O, const float *dY, size_t N, float *dX) {
+    return qlora__gemm_f32(ctx, dY, (size_t)O, W, (size_t)O, (size_t)K, 0, N, dX, (size_t)K, 1);
 }
 
-// dX (N, ne0) += dY (N, ne1) . W      — the backward-input product through a frozen weight.
-// Threads split the OUTPUT columns (64-aligned), each decodes only its slice of every row:
-// results do not depend on the thread count.
-typedef struct qlora__mmt_job { const qlora_tensor *W; const float *dY; float *dX; size_t N; } qlora__mmt_job;
-static void qlora__matmul_t_task(void *arg, int ith, int nth) {
-    qlora__mmt_job *j = (qlora__mmt_job *)arg;
-    size_t ne0 = (size_t)j->W->ne[0], ne1 = (size_t)j->W->ne[1];
-    size_t nchunk = (ne0 + 63) / 64, b, e;
-    qlora__split(nchunk, ith, nth, &b, &e);
-    float wbuf[16][256];                 // 16 rows x 256 columns of deq(W): the dX slice of a token
-    for (size_t cc = b * 64; cc < QLORA__MIN(e * 64, ne0); cc += 256) {   // is reused 16 times while hot
-        size_t len = QLORA__MIN((size_t)256, QLORA__MIN(e * 64, ne0) - cc);
-        for (size_t o0 = 0; o0 < ne1; o0 += 16) {
-            size_t no = QLORA__MIN((size_t)16, ne1 - o0);
-            for (size_t k = 0; k < no; k++) qlora__deq_range(j->W, o0 + k, cc, len, wbuf[k]);
-            for (size_t n = 0; n < j->N; n++) {
-                float *dx = j->dX + n * ne0 + cc;
-                const float *g = j->dY + n * ne1 + o0;
-                for (size_t k = 0; k < no; k++)        // rows in order: the same sum for any tiling
-                    if (g[k] != 0.0f) qlora__axpy(dx, wbuf[k], g[k], len);
-            }
-        }
-    }
-}
-static void qlora__matmul_t(qlora_ctx *ctx, const qlora_tensor *W, const float *dY, size_t N, float *dX) {
-    qlora__mmt_job j = { W, dY, dX, N };
-    qlora_parallel_for(ctx, qlora__matmul_t_task, &j);
-}
-static void qlora__matmul_t_f32(qlora_ctx *ctx, const float *W, int K, int O, const float *dY, size_t N, float *dX) {
-    qlora_tensor w;
-    qlora__tensor_init(&w, QLORA_TYPE_F32, K, O, W);
-    qlora__matmul_t(ctx, &w, dY, N, dX);
+// out (cols, rows) = alpha * in (rows, cols)^T
+static void qlora__transpose(float *out, const float *in, size_t rows, size_t cols, float alpha) {
+    for (size_t r0 = 0; r0 < rows; r0 += 16)
+        for (size_t c = 0; c < cols; c++)
+            for (size_t r = r0; r < QLORA__MIN(rows, r0 + 16); r++) out[c * rows + r] = alpha * in[r * cols + c];
 }
 
-// dW (O, K) += dY^T (O <- N) . X (N, K): weight gradient, threads over rows of dW.
-typedef struct qlora__wg_job { float *dW; const float *dY, *X; int N, K, O; float alpha; } qlora__wg_job;
-static void qlora__wgrad_task(void *arg, int ith, int nth) {
-    qlora__wg_job *j = (qlora__wg_job *)arg;
-    size_t b, e;
-    qlora__split((size_t)j->O, ith, nth, &b, &e);
-    for (size_t o = b; o < e; o++) {
-        float *dw = j->dW + o * (size_t)j->K;
-        for (int n = 0; n < j->N; n++) {
-            float g = j->alpha * j->dY[(size_t)n * j->O + o];
-            if (g == 0.0f) continue;
-            qlora__axpy(dw, j->X + (size_t)n * j->K, g, (size_t)j->K);
-        }
-    }
+// LoRA weight gradients, both as GEMMs over the N tokens with the small rank on the M side:
+//   dA (r, in)  += dlu^T (r, N) . hin (N, in)
+//   dB (out, r) += s * dy^T lu = (s * lu^T (r, N) . dy (N, out))^T     (wt: r * (N + out) floats)
+static qlora_result qlora__wgrad_a(qlora_ctx *ctx, float *dA, const float *dlu, const float *hin, int N, int in, int r, float *wt) {
+    qlora__transpose(wt, dlu, (size_t)N, (size_t)r, 1.0f);
+    return qlora__gemm_f32(ctx, wt, (size_t)N, hin, (size_t)N, (size_t)in, 0, (size_t)r, dA, (size_t)in, 1);
 }
-static void qlora__wgrad(qlora_ctx *ctx, float *dW, const float *dY, const float *X, int N, int K, int O, float alpha) {
-    qlora__wg_job j = { dW, dY, X, N, K, O, alpha };
-    qlora_parallel_for(ctx, qlora__wgrad_task, &j);
+static qlora_result qlora__wgrad_b(qlora_ctx *ctx, float *dB, const float *dy, const float *lu, int N, int out, int r, float s, float *wt) {
+    float *c = wt + (size_t)r * N;
+    qlora__transpose(wt, lu, (size_t)N, (size_t)r, s);
+    qlora_result res = qlora__gemm_f32(ctx, wt, (size_t)N, dy, (size_t)N, (size_t)out, 0, (size_t)r, c, (size_t)out, 0);
+    if (res != QLORA_OK) return res;
+    for (int o = 0; o < out; o++)
+        for (int j = 0; j < r; j++) dB[(size_t)o * r + j] += c[(size_t)j * out + o];
+    return QLORA_OK;
 }
 
 // ---- LoRA dropout: a counter-based hash, so forward, recompute and backward agree bit for bit ---
@@ -7652,6 +7897,7 @@ struct qlora_train {
     float *tmp;                 // (N, max(qd, F, C)) lora branch output
     float *hd;                  // (N, max(C, F, qd)) dropout(h)
     float *dlu;                 // (N, r)
+    float *wt;                  // (r, N + max(C, F, qd)) LoRA weight-gradient scratch
     float *rstdf, *hf;          // (N) (N, C) final norm
     float *dhf;                 // (N, C)
     float *lchunk;              // (chunk, V) logits chunk
@@ -7677,7 +7923,8 @@ static size_t qlora__acts_floats(const qlora_train *t) {
 static size_t qlora__train_scratch_floats(const qlora_train *t) {
     size_t N = (size_t)t->N, mx = (size_t)QLORA__MAX(t->C, QLORA__MAX(t->F, t->qd));
     return 2 * N * t->C + 2 * N * t->qd + 2 * N * t->kvd + 2 * N * t->F + 3 * N * mx +
-           N * (size_t)(t->r > 0 ? t->r : 1) + N + 2 * N * t->C + (size_t)t->chunk * t->V + (size_t)t->C;
+           N * (size_t)(t->r > 0 ? t->r : 1) + N + 2 * N * t->C + (size_t)t->chunk * t->V + (size_t)t->C +
+           (size_t)(t->r > 0 ? t->r : 1) * (N + mx);
 }
 
 static void qlora__train_dims(qlora_train *t, const qlora_model *m, const qlora_lora *l, const qlora_train_config *cfg) {
@@ -7749,6 +7996,7 @@ QLORA__DEF qlora_result qlora_train_create(qlora_ctx *ctx, const qlora_model *m,
     QLORA__CARVE(t->rstdf, N); QLORA__CARVE(t->hf, N * t->C); QLORA__CARVE(t->dhf, N * t->C);
     QLORA__CARVE(t->lchunk, (size_t)t->chunk * t->V);
     QLORA__CARVE(t->normw, (size_t)t->C);
+    QLORA__CARVE(t->wt, (size_t)(t->r > 0 ? t->r : 1) * (N + mx));
 #undef QLORA__CARVE
     QLORA_ASSERT((size_t)(p - t->arena) == total);
     *out = t;
@@ -7825,32 +8073,33 @@ static qlora_result qlora__lin_fwd(qlora_ctx *ctx, qlora_train *t, int layer, ql
 }
 
 // Backward of the LoRA linear: dh (N, in) += dy W + s*(dy B) A ⊙ mask; grads of A, B, bias.
-static void qlora__lin_bwd(qlora_ctx *ctx, qlora_train *t, int layer, qlora_module mod, const float *h, int in,
-                           const float *dy, const float *lu, float *dh) {
+static qlora_result qlora__lin_bwd(qlora_ctx *ctx, qlora_train *t, int layer, qlora_module mod, const float *h, int in,
+                                   const float *dy, const float *lu, float *dh) {
     const qlora_model *m = t->m;
     const qlora_tensor *W = qlora__module_weight(m, layer, mod);
     int out = (int)W->ne[1];
-    qlora__matmul_t(ctx, W, dy, (size_t)t->N, dh);
+    qlora_result r = qlora__matmul_t(ctx, W, dy, (size_t)t->N, dh);
     qlora_lora_module *md = t->lora ? qlora_lora_get(t->lora, layer, mod) : NULL;
-    if (!md) return;
+    if (r != QLORA_OK || !md) return r;
     float s = t->lora->scaling, p = t->lora->cfg.dropout;
     if (md->dbias)
         for (int n = 0; n < t->N; n++) for (int o = 0; o < out; o++) md->dbias[o] += dy[(size_t)n * out + o];
-    qlora__wgrad(ctx, md->dB, dy, lu, t->N, t->r, out, s);                    // dB += s dy^T lu
+    if ((r = qlora__wgrad_b(ctx, md->dB, dy, lu, t->N, out, t->r, s, t->wt)) != QLORA_OK) return r;   // dB += s dy^T lu
     memset(t->dlu, 0, (size_t)t->N * t->r * sizeof(float));
-    qlora__matmul_t_f32(ctx, md->B, t->r, out, dy, (size_t)t->N, t->dlu);     // dlu = dy B
+    if ((r = qlora__matmul_t_f32(ctx, md->B, t->r, out, dy, (size_t)t->N, t->dlu)) != QLORA_OK) return r;   // dlu = dy B
     for (size_t i = 0; i < (size_t)t->N * t->r; i++) t->dlu[i] *= s;
     const float *hin = h;
     if (p > 0) {
         qlora__dropout(t->hd, h, (size_t)t->N * in, p, t->seed ^ ((uint64_t)(layer * QLORA_MOD_COUNT + mod) << 48));
         hin = t->hd;
     }
-    qlora__wgrad(ctx, md->dA, t->dlu, hin, t->N, in, t->r, 1.0f);            // dA += dlu^T dropout(h)
-    if (p <= 0) { qlora__matmul_t_f32(ctx, md->A, in, t->r, t->dlu, (size_t)t->N, dh); return; }
+    if ((r = qlora__wgrad_a(ctx, md->dA, t->dlu, hin, t->N, in, t->r, t->wt)) != QLORA_OK) return r;   // dA += dlu^T dropout(h)
+    if (p <= 0) return qlora__matmul_t_f32(ctx, md->A, in, t->r, t->dlu, (size_t)t->N, dh);
     memset(t->tmp, 0, (size_t)t->N * in * sizeof(float));                     // d dropout(h) = dlu A
-    qlora__matmul_t_f32(ctx, md->A, in, t->r, t->dlu, (size_t)t->N, t->tmp);
+    if ((r = qlora__matmul_t_f32(ctx, md->A, in, t->r, t->dlu, (size_t)t->N, t->tmp)) != QLORA_OK) return r;
     float keep = 1.0f / (1.0f - p);
     for (size_t i = 0; i < (size_t)t->N * in; i++) if (t->hd[i] != 0.0f || h[i] == 0.0f) dh[i] += t->tmp[i] * (t->hd[i] != 0.0f ? keep : 0.0f);
+    return QLORA_OK;
 }
 
 // causal attention over each sequence; threads over (batch, kv head) so GQA groups never race.
@@ -7953,22 +8202,23 @@ static qlora_result qlora__block_bwd(qlora_ctx *ctx, qlora_train *t, int l, qlor
     // MLP: y = x1 + down(mm); dres = dL/dx1 starts as dy
     memcpy(t->dres, t->dx, NC * sizeof(float));
     memset(t->dh, 0, N * t->F * sizeof(float));
-    qlora__lin_bwd(ctx, t, l, QLORA_MOD_DOWN, a->mm, t->F, t->dx, a->lu[QLORA_MOD_DOWN], t->dh);   // dh = dmm
+    qlora_result r;
+    if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_DOWN, a->mm, t->F, t->dx, a->lu[QLORA_MOD_DOWN], t->dh)) != QLORA_OK) return r;   // dh = dmm
     for (size_t i = 0; i < N * t->F; i++) {
         float g = a->g[i], sg = 1.0f / (1.0f + expf(-g)), dmm = t->dh[i];
         t->du[i] = dmm * g * sg;
         t->dg[i] = dmm * a->u[i] * sg * (1.0f + g * (1.0f - sg));
     }
     memset(t->dh, 0, NC * sizeof(float));
-    qlora__lin_bwd(ctx, t, l, QLORA_MOD_GATE, a->h2, t->C, t->dg, a->lu[QLORA_MOD_GATE], t->dh);
-    qlora__lin_bwd(ctx, t, l, QLORA_MOD_UP, a->h2, t->C, t->du, a->lu[QLORA_MOD_UP], t->dh);
+    if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_GATE, a->h2, t->C, t->dg, a->lu[QLORA_MOD_GATE], t->dh)) != QLORA_OK) return r;
+    if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_UP, a->h2, t->C, t->du, a->lu[QLORA_MOD_UP], t->dh)) != QLORA_OK) return r;
     const float *w = qlora__norm_w(t, &ly->ffn_norm);
     if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "layer %d: ffn_norm type", l);
     qlora__rmsnorm_bwd(t->dres, t->dh, a->x1, w, a->rstd2, t->N, t->C);            // dres = dL/dx1
     // attention: x1 = x + o_proj(att); dx = dres + ...
     memcpy(t->dx, t->dres, NC * sizeof(float));
     memset(t->dO, 0, N * t->qd * sizeof(float));
-    qlora__lin_bwd(ctx, t, l, QLORA_MOD_O, a->o, t->qd, t->dres, a->lu[QLORA_MOD_O], t->dO);
+    if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_O, a->o, t->qd, t->dres, a->lu[QLORA_MOD_O], t->dO)) != QLORA_OK) return r;
     memset(t->dq, 0, N * t->qd * sizeof(float));
     memset(t->dk, 0, N * t->kvd * sizeof(float));
     memset(t->dv, 0, N * t->kvd * sizeof(float));
@@ -7977,9 +8227,9 @@ static qlora_result qlora__block_bwd(qlora_ctx *ctx, qlora_train *t, int l, qlor
     qlora__rope_rows(t->dq, t->N, t->T, t->H, t->D, c, -1.0f);
     qlora__rope_rows(t->dk, t->N, t->T, t->Hkv, t->D, c, -1.0f);
     memset(t->dh, 0, NC * sizeof(float));
-    qlora__lin_bwd(ctx, t, l, QLORA_MOD_Q, a->h1, t->C, t->dq, a->lu[QLORA_MOD_Q], t->dh);
-    qlora__lin_bwd(ctx, t, l, QLORA_MOD_K, a->h1, t->C, t->dk, a->lu[QLORA_MOD_K], t->dh);
-    qlora__lin_bwd(ctx, t, l, QLORA_MOD_V, a->h1, t->C, t->dv, a->lu[QLORA_MOD_V], t->dh);
+    if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_Q, a->h1, t->C, t->dq, a->lu[QLORA_MOD_Q], t->dh)) != QLORA_OK) return r;
+    if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_K, a->h1, t->C, t->dk, a->lu[QLORA_MOD_K], t->dh)) != QLORA_OK) return r;
+    if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_V, a->h1, t->C, t->dv, a->lu[QLORA_MOD_V], t->dh)) != QLORA_OK) return r;
     w = qlora__norm_w(t, &ly->attn_norm);
     if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "layer %d: attn_norm type", l);
     qlora__rmsnorm_bwd(t->dx, t->dh, x, w, a->rstd1, t->N, t->C);
@@ -8044,7 +8294,7 @@ QLORA__DEF qlora_result qlora_train_forward(qlora_ctx *ctx, qlora_train *t, cons
                 int32_t y = tpos + 1 < t->T ? labels[n + 1] : -100;
                 if (y == -100) memset(t->lchunk + i * V, 0, (size_t)V * sizeof(float));
             }
-            qlora__matmul_t(ctx, &m->output, t->lchunk, nc, t->dhf + n0 * t->C);
+            if ((r = qlora__matmul_t(ctx, &m->output, t->lchunk, nc, t->dhf + n0 * t->C)) != QLORA_OK) return r;
         }
     }
     if (!isfinite(total)) return QLORA__ERR(ctx, QLORA_ERR_NUMERIC, "train: loss is not finite (NaN/Inf)");

@@ -3,6 +3,10 @@ the generator needs nothing but Jinja2).
 
 FORMATS: weight format -> qlora_type enum, template family, format parameters.
 KERNELS: one dict per generated kernel: op, weight format, activation format, isa, unroll.
+  op  dot   float dot(w, scales, x, n, bs): one weight row with f32 activations (decode, matvec)
+      deq   void deq(w, scales, out, n, bs): a row segment to f32, bit-exact (GEMM panel fill)
+      gemm  void gemm(K, A, lda, B, C, ldc, m, n, acc): the MR x NR register-tile micro-kernel
+OPS: op -> template (None = the weight format's dot template).
 Priority comes from isa.py. Names follow STYLE.md 5.2:
   function  qlora_k_<op>_<wfmt>_<afmt>__<isa>
   file      kernels_generated/<isa>/<op>-<wfmt>-<afmt>-<isa>.h
@@ -27,8 +31,15 @@ FORMATS = {
 # unroll: independent accumulators (scalar) / vectors per loop iteration (SIMD)
 UNROLL = {"scalar": 4, "avx2": 2, "avx512": 2}
 
-KERNELS = [
-    dict(op="dot", wfmt=w, afmt="f32", isa=isa, unroll=UNROLL[isa])
-    for isa in ("scalar", "avx2", "avx512")
-    for w in ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "nf4", "fp4", "int4", "int8")
-]
+OPS = {"dot": None, "deq": "deq.h.j2", "gemm": "gemm_f32.h.j2"}
+
+WEIGHTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "nf4", "fp4", "int4", "int8")
+
+KERNELS = (
+    [dict(op="dot", wfmt=w, afmt="f32", isa=isa, unroll=UNROLL[isa])
+     for isa in ("scalar", "avx2", "avx512") for w in WEIGHTS] +
+    [dict(op="deq", wfmt=w, afmt="f32", isa=isa, unroll=1)
+     for isa in ("scalar", "avx2", "avx512") for w in WEIGHTS] +
+    [dict(op="gemm", wfmt="f32", afmt="f32", isa=isa, unroll=1)
+     for isa in ("scalar", "avx2", "avx512")]
+)

@@ -4,7 +4,7 @@
 // Every kernel is `static` and carries its ISA target attribute, so the including translation
 // unit needs no -mavx2 / -mavx512f: the CPU is checked at run time (>>dispatch).
 // An ISA is compiled only when its guard holds (see gen/isa.py); QLORA__K_<ISA> says which did.
-#define QLORA_KERNELS_ABI 1
+#define QLORA_KERNELS_ABI 2
 
 #if defined(QLORA__X86)
 // GCC 12 in C++ mode warns inside its own AVX-512 intrinsics (`__m512 __Y = __Y;`, GCC PR 105593);
@@ -37,6 +37,16 @@
 #endif
 
 #if QLORA__K_SCALAR
+#include "scalar/deq-bf16-f32-scalar.h"
+#include "scalar/deq-f16-f32-scalar.h"
+#include "scalar/deq-f32-f32-scalar.h"
+#include "scalar/deq-fp4-f32-scalar.h"
+#include "scalar/deq-int4-f32-scalar.h"
+#include "scalar/deq-int8-f32-scalar.h"
+#include "scalar/deq-nf4-f32-scalar.h"
+#include "scalar/deq-q4_0-f32-scalar.h"
+#include "scalar/deq-q4_1-f32-scalar.h"
+#include "scalar/deq-q8_0-f32-scalar.h"
 #include "scalar/dot-bf16-f32-scalar.h"
 #include "scalar/dot-f16-f32-scalar.h"
 #include "scalar/dot-f32-f32-scalar.h"
@@ -47,8 +57,19 @@
 #include "scalar/dot-q4_0-f32-scalar.h"
 #include "scalar/dot-q4_1-f32-scalar.h"
 #include "scalar/dot-q8_0-f32-scalar.h"
+#include "scalar/gemm-f32-f32-scalar.h"
 #endif
 #if QLORA__K_AVX2
+#include "avx2/deq-bf16-f32-avx2.h"
+#include "avx2/deq-f16-f32-avx2.h"
+#include "avx2/deq-f32-f32-avx2.h"
+#include "avx2/deq-fp4-f32-avx2.h"
+#include "avx2/deq-int4-f32-avx2.h"
+#include "avx2/deq-int8-f32-avx2.h"
+#include "avx2/deq-nf4-f32-avx2.h"
+#include "avx2/deq-q4_0-f32-avx2.h"
+#include "avx2/deq-q4_1-f32-avx2.h"
+#include "avx2/deq-q8_0-f32-avx2.h"
 #include "avx2/dot-bf16-f32-avx2.h"
 #include "avx2/dot-f16-f32-avx2.h"
 #include "avx2/dot-f32-f32-avx2.h"
@@ -59,8 +80,19 @@
 #include "avx2/dot-q4_0-f32-avx2.h"
 #include "avx2/dot-q4_1-f32-avx2.h"
 #include "avx2/dot-q8_0-f32-avx2.h"
+#include "avx2/gemm-f32-f32-avx2.h"
 #endif
 #if QLORA__K_AVX512
+#include "avx512/deq-bf16-f32-avx512.h"
+#include "avx512/deq-f16-f32-avx512.h"
+#include "avx512/deq-f32-f32-avx512.h"
+#include "avx512/deq-fp4-f32-avx512.h"
+#include "avx512/deq-int4-f32-avx512.h"
+#include "avx512/deq-int8-f32-avx512.h"
+#include "avx512/deq-nf4-f32-avx512.h"
+#include "avx512/deq-q4_0-f32-avx512.h"
+#include "avx512/deq-q4_1-f32-avx512.h"
+#include "avx512/deq-q8_0-f32-avx512.h"
 #include "avx512/dot-bf16-f32-avx512.h"
 #include "avx512/dot-f16-f32-avx512.h"
 #include "avx512/dot-f32-f32-avx512.h"
@@ -71,4 +103,5 @@
 #include "avx512/dot-q4_0-f32-avx512.h"
 #include "avx512/dot-q4_1-f32-avx512.h"
 #include "avx512/dot-q8_0-f32-avx512.h"
+#include "avx512/gemm-f32-f32-avx512.h"
 #endif

@@ -13,14 +13,14 @@
 #include <time.h>
 
 // ---- registry ---------------------------------------------------------------------------------
-typedef struct { qlora_isa isa; qlora_type type; qlora_dot_fn fn; const char *name; int prio; } kentry;
+typedef struct { qlora_isa isa; qlora_kernel_op op; qlora_type type; qlora__any_fn fn; const char *name; int prio, mr, nr; } kentry;
 static const kentry registry[] = {
 #ifdef QLORA_GENERATED_KERNELS
-#define QLORA_KERNEL(isa, type, fn, prio) { isa, type, fn, #fn, prio },
+#define QLORA_KERNEL(isa, op, type, fn, prio, mr, nr) { isa, op, type, (qlora__any_fn)fn, #fn, prio, mr, nr },
 #include "kernels_generated/qlora_kernels.inc"
 #undef QLORA_KERNEL
 #endif
-    { QLORA_ISA_REF, QLORA_TYPE_COUNT, NULL, NULL, 0 }
+    { QLORA_ISA_REF, QLORA_OP_COUNT, QLORA_TYPE_COUNT, NULL, NULL, 0, 0, 0 }
 };
 #define N_REGISTRY (sizeof registry / sizeof registry[0] - 1)
 
@@ -121,7 +121,7 @@ static void test_kernel(const kentry *k) {
             double exact = 0.0, S = 0.0;
             for (size_t i = 0; i < n; i++) { exact += (double)deq[i] * x[i]; S += fabs((double)deq[i] * x[i]); }
             float ref = qlora__ref_dot[t](r.w, r.scales, x, n, bs);
-            float got = k->fn(r.w, r.scales, x, n, bs);
+            float got = ((qlora_dot_fn)k->fn)(r.w, r.scales, x, n, bs);
             double err = fabs((double)got - (double)ref), lim = QLORA_DOT_TOLERANCE * S + 1e-30;
             CHECK_MSG(err <= lim, "%s n=%zu bs=%zu: got %.9g ref %.9g (err %.3g > %.3g)", k->name, n, bs, got, ref, err, lim);
             // the reference itself is sum deq(w_i) x_i (float products, double sum)
@@ -132,6 +132,80 @@ static void test_kernel(const kentry *k) {
         }
     }
     printf("  %-32s %2d cases, worst |err|/S = %.2e (tol %.0e)\n", k->name, cases, worst, (double)QLORA_DOT_TOLERANCE);
+}
+
+// ---- 1c. deq kernels: bit-exact against the quantization module, nothing written past n ------
+static void test_deq_kernel(const kentry *k) {
+    qlora_type t = k->type;
+    qlora_deq_fn fn = (qlora_deq_fn)k->fn;
+    int bnb = qlora_type_is_bnb(t), ggml = t == QLORA_TYPE_Q8_0 || t == QLORA_TYPE_Q4_0 || t == QLORA_TYPE_Q4_1;
+    size_t bss_bnb[] = { 64, 32, 256, 48 }, bss_none[] = { 0 };
+    size_t *bss = bnb ? bss_bnb : bss_none, nbs = bnb ? 4 : 1;
+    int cases = 0;
+    for (size_t ib = 0; ib < nbs; ib++) {
+        size_t bs = bss[ib], unit = bnb ? bs : ggml ? 32 : 1;
+        size_t mult[] = { 1, 2, 3, 7, 64 };
+        for (size_t im = 0; im < 5; im++) {
+            size_t n = unit * mult[im] + (unit == 1 ? im : 0);   // floats: odd lengths too
+            row_t r;
+            row_make(&r, t, n, bs);
+            float *want = (float *)malloc(sizeof(float) * n), *got = (float *)malloc(sizeof(float) * (n + 1));
+            row_deq(t, &r, want);
+            for (size_t i = 0; i <= n; i++) got[i] = NAN;
+            got[n] = 12345.0f;   // canary
+            fn(r.w, r.scales, got, n, bs);
+            size_t bad = 0;
+            for (size_t i = 0; i < n; i++) if (memcmp(&got[i], &want[i], sizeof(float)) != 0) bad++;
+            CHECK_MSG(bad == 0, "%s n=%zu bs=%zu: %zu of %zu values differ from the quantization module", k->name, n, bs, bad, n);
+            CHECK_MSG(got[n] == 12345.0f, "%s n=%zu: wrote past the end", k->name, n);
+            cases++;
+            free(want); free(got); row_free(&r);
+        }
+    }
+    printf("  %-32s %2d cases, bit-exact\n", k->name, cases);
+}
+
+// ---- 1d. gemm micro-kernels: every m <= MR, n <= NR, K with edges, acc 0/1 ----------------------
+static void test_gemm_kernel(const kentry *k) {
+    qlora_gemm_fn fn = (qlora_gemm_fn)k->fn;
+    int MR = k->mr, NR = k->nr, cases = 0;
+    double worst = 0;
+    size_t Ks[] = { 0, 1, 5, 64, 577 };
+    for (size_t ik = 0; ik < 5; ik++) {
+        size_t K = Ks[ik], lda = K + 3, ldc = (size_t)NR + 5;
+        float *A = (float *)malloc(sizeof(float) * ((size_t)MR * lda + 1));
+        float *B = (float *)malloc(sizeof(float) * (K * (size_t)NR + 1));
+        float *C = (float *)malloc(sizeof(float) * (size_t)MR * ldc), *C0 = (float *)malloc(sizeof(float) * (size_t)MR * ldc);
+        for (size_t i = 0; i < (size_t)MR * lda; i++) A[i] = rnd_f(-1, 1);
+        for (int m = 1; m <= MR; m++)
+            for (int n = 1; n <= NR; n += (n < 3 || n >= NR - 2) ? 1 : NR / 4)
+                for (int acc = 0; acc <= 1; acc++) {
+                    for (size_t i = 0; i < K * (size_t)NR; i++) B[i] = (i % (size_t)NR) < (size_t)n ? rnd_f(-1, 1) : 0.0f;
+                    for (size_t i = 0; i < (size_t)MR * ldc; i++) C0[i] = C[i] = acc ? rnd_f(-1, 1) : NAN;   // poisoned when acc = 0
+                    for (size_t i = 0; i < (size_t)MR * ldc; i++) if ((int)(i / ldc) >= m || (int)(i % ldc) >= n) C0[i] = C[i] = -777.0f;
+                    fn(K, A, lda, B, C, ldc, m, n, acc);
+                    for (int i = 0; i < MR; i++)
+                        for (size_t j = 0; j < ldc; j++) {
+                            float got = C[(size_t)i * ldc + j];
+                            if (i >= m || (int)j >= n) {
+                                CHECK_MSG(got == -777.0f, "%s m=%d n=%d K=%zu: wrote outside the tile at (%d, %zu)", k->name, m, n, K, i, j);
+                                continue;
+                            }
+                            double e = acc ? (double)C0[(size_t)i * ldc + j] : 0.0, S = fabs(e);
+                            for (size_t kk = 0; kk < K; kk++) {
+                                double p = (double)A[(size_t)i * lda + kk] * B[kk * (size_t)NR + j];
+                                e += p; S += fabs(p);
+                            }
+                            double err = fabs((double)got - e);
+                            CHECK_MSG(err <= QLORA_DOT_TOLERANCE * S + 1e-30, "%s m=%d n=%d K=%zu acc=%d (%d,%zu): %.9g vs %.9g",
+                                      k->name, m, n, K, acc, i, j, got, e);
+                            if (S > 0 && err / S > worst) worst = err / S;
+                        }
+                    cases++;
+                }
+        free(A); free(B); free(C); free(C0);
+    }
+    printf("  %-32s %dx%d, %3d cases, worst |err|/S = %.2e\n", k->name, MR, NR, cases, worst);
 }
 
 // ---- 1b. the reference dequantizes exactly as the quantization module does ------------------
@@ -198,6 +272,17 @@ static void test_dispatch(void) {
                 CHECK_MSG(strcmp(name, expect) == 0, "force %s type %s: %s (want %s)", qlora_isa_name(isas[i]), qlora_type_name((qlora_type)t), name, expect);
             }
             CHECK(strstr(buf, name) != NULL);
+        }
+        {
+            const char *gname = NULL, *dname = NULL;
+            int mr = 0, nr = 0;
+            CHECK(qlora_ctx_gemm(ctx, &mr, &nr, &gname) != NULL && mr > 0 && nr > 0);
+            CHECK(qlora_ctx_deq(ctx, QLORA_TYPE_NF4, &dname) != NULL);
+            if (!want) CHECK(gname && strcmp(gname, "qlora__ref_gemm") == 0 && dname && strcmp(dname, "qlora__ref_deq") == 0);
+            else {
+                CHECK_MSG(gname && strstr(gname, want) != NULL, "force %s: gemm %s", qlora_isa_name(isas[i]), gname ? gname : "?");
+                CHECK_MSG(dname && strstr(dname, want) != NULL, "force %s: deq %s", qlora_isa_name(isas[i]), dname ? dname : "?");
+            }
         }
         if (isas[i] == QLORA_ISA_REF) CHECK(qlora_ctx_isa(ctx) == QLORA_ISA_REF);
         // a short buffer is truncated, never overrun
@@ -302,6 +387,60 @@ static void test_matvec_case(qlora_ctx **ctxs, int nctx, qlora_type t, size_t ne
     free_tensor(&c);
 }
 
+// The batched path (>>gemm): forward Y = X deq(W)^T via qlora_matmul (T >= QLORA_GEMM_MIN_T) and
+// backward-input dX += dY deq(W), against double sums of the dequantized matrix; bitwise the same
+// for 1, 2 and 3 threads.
+static void test_gemm_case(qlora_ctx **ctxs, int nctx, qlora_type t, size_t ne0, size_t rows, int bs, int dq) {
+    tensor_case c;
+    make_tensor(&c, t, ne0, rows, bs, dq);
+    const size_t T = 37;
+    float *X = (float *)malloc(sizeof(float) * T * ne0), *Y = (float *)malloc(sizeof(float) * T * rows);
+    float *Y0 = (float *)malloc(sizeof(float) * T * rows), *G = (float *)malloc(sizeof(float) * T * rows);
+    float *dX = (float *)malloc(sizeof(float) * T * ne0), *dX0 = (float *)malloc(sizeof(float) * T * ne0);
+    float *dXin = (float *)malloc(sizeof(float) * T * ne0);
+    double *yn = (double *)malloc(sizeof(double) * T * rows), *S = (double *)malloc(sizeof(double) * T * rows);
+    double *xn = (double *)malloc(sizeof(double) * T * ne0), *Sx = (double *)malloc(sizeof(double) * T * ne0);
+    float *deq = (float *)malloc(sizeof(float) * ne0 * rows);
+    CHECK(qlora_tensor_dequantize_rows(&c.W, 0, rows, deq) == QLORA_OK);
+    for (size_t i = 0; i < T * ne0; i++) { X[i] = rnd_f(-1, 1); dXin[i] = rnd_f(-1, 1); }
+    for (size_t i = 0; i < T * rows; i++) G[i] = rnd_f(-1, 1);
+    naive(&c.W, X, T, yn, S);
+    for (size_t tt = 0; tt < T; tt++)        // dX_naive = dXin + G deq(W)
+        for (size_t k = 0; k < ne0; k++) {
+            double a = dXin[tt * ne0 + k], sa = fabs(a);
+            for (size_t r = 0; r < rows; r++) { double p = (double)G[tt * rows + r] * deq[r * ne0 + k]; a += p; sa += fabs(p); }
+            xn[tt * ne0 + k] = a; Sx[tt * ne0 + k] = sa;
+        }
+    double worst = 0, worstb = 0;
+    for (int ci = 0; ci < nctx; ci++) {
+        for (size_t i = 0; i < T * rows; i++) Y[i] = NAN;
+        CHECK(qlora_matmul(ctxs[ci], &c.W, X, T, Y) == QLORA_OK);
+        for (size_t i = 0; i < T * rows; i++) {
+            double err = fabs((double)Y[i] - yn[i]);
+            CHECK_MSG(err <= QLORA_DOT_TOLERANCE * S[i] + 1e-30, "gemm fwd %s ne0=%zu bs=%d ctx %d [%zu]: %.9g vs %.9g",
+                      qlora_type_name(t), ne0, bs, ci, i, Y[i], yn[i]);
+            if (S[i] > 0 && err / S[i] > worst) worst = err / S[i];
+        }
+        memcpy(dX, dXin, sizeof(float) * T * ne0);
+        CHECK(qlora__gemm_w(ctxs[ci], &c.W, 0, G, rows, T, dX, ne0, 1) == QLORA_OK);
+        for (size_t i = 0; i < T * ne0; i++) {
+            double err = fabs((double)dX[i] - xn[i]);
+            CHECK_MSG(err <= QLORA_DOT_TOLERANCE * Sx[i] + 1e-30, "gemm bwd %s ne0=%zu bs=%d ctx %d [%zu]: %.9g vs %.9g",
+                      qlora_type_name(t), ne0, bs, ci, i, dX[i], xn[i]);
+            if (Sx[i] > 0 && err / Sx[i] > worstb) worstb = err / Sx[i];
+        }
+        if (ci == 0) { memcpy(Y0, Y, sizeof(float) * T * rows); memcpy(dX0, dX, sizeof(float) * T * ne0); }
+        if (ci == 1 || ci == 2) {
+            CHECK_MSG(memcmp(Y0, Y, sizeof(float) * T * rows) == 0, "gemm fwd %s: threads differ", qlora_type_name(t));
+            CHECK_MSG(memcmp(dX0, dX, sizeof(float) * T * ne0) == 0, "gemm bwd %s: threads differ", qlora_type_name(t));
+        }
+    }
+    printf("  gemm   %-5s ne0=%-5zu rows=%-3zu bs=%-3d dq=%d: worst |err|/S fwd %.2e bwd %.2e\n",
+           qlora_type_name(t), ne0, rows, bs, dq, worst, worstb);
+    free(X); free(Y); free(Y0); free(G); free(dX); free(dX0); free(dXin); free(yn); free(S); free(xn); free(Sx); free(deq);
+    free_tensor(&c);
+}
+
 static void test_matvec(void) {
     // contexts 0..2: auto ISA with 1, 2, 3 threads; then one per forced ISA
     qlora_isa forced[] = { QLORA_ISA_AUTO, QLORA_ISA_AUTO, QLORA_ISA_AUTO, QLORA_ISA_REF, QLORA_ISA_SCALAR, QLORA_ISA_AVX2 };
@@ -333,6 +472,19 @@ static void test_matvec(void) {
     test_matvec_case(ctxs, nctx, QLORA_TYPE_F32, 173, 29, 0, 0);
     test_matvec_case(ctxs, nctx, QLORA_TYPE_F16, 100, 29, 0, 0);
     test_matvec_case(ctxs, nctx, QLORA_TYPE_BF16, 64, 9, 0, 0);
+
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_NF4, 576, 200, 64, 1);     // SmolLM2 q_proj-like: several panels
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_NF4, 172, 37, 64, 0);      // rows straddle blocks (slow fill path)
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_NF4, 1536, 45, 64, 1);     // K blocks (kc < K) in the forward
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_FP4, 256, 300, 128, 1);    // backward K blocks, 128-wide panels
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_INT4, 64, 20, 32, 0);
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_INT8, 320, 33, 64, 1);
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_Q8_0, 576, 130, 0, 0);
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_Q4_0, 96, 17, 0, 0);
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_Q4_1, 160, 70, 0, 0);
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_F32, 23, 16, 0, 0);        // LoRA-like: tiny K and N
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_F16, 100, 29, 0, 0);
+    test_gemm_case(ctxs, nctx, QLORA_TYPE_BF16, 64, 9, 0, 0);
 
     // errors come back as results with a message, never a crash
     qlora_tensor bad; memset(&bad, 0, sizeof bad);
@@ -383,7 +535,8 @@ static void bench(void) {
         for (int in = 0; in < 2; in++) {
             bench_one(qlora__ref_dot_name[types[it]], qlora__ref_dot[types[it]], types[it], ns[in]);
             for (size_t i = 0; registry[i].fn; i++)
-                if (registry[i].type == types[it] && cpu_has(registry[i].isa)) bench_one(registry[i].name, registry[i].fn, types[it], ns[in]);
+                if (registry[i].op == QLORA_OP_DOT && registry[i].type == types[it] && cpu_has(registry[i].isa))
+                    bench_one(registry[i].name, (qlora_dot_fn)registry[i].fn, types[it], ns[in]);
         }
 }
 
@@ -397,7 +550,9 @@ int main(int argc, char **argv) {
 #endif
     for (size_t i = 0; registry[i].fn; i++) {
         if (!cpu_has(registry[i].isa)) { printf("  %-32s SKIP (cpu lacks %s)\n", registry[i].name, qlora_isa_name(registry[i].isa)); continue; }
-        test_kernel(&registry[i]);
+        if (registry[i].op == QLORA_OP_DOT) test_kernel(&registry[i]);
+        else if (registry[i].op == QLORA_OP_DEQ) test_deq_kernel(&registry[i]);
+        else test_gemm_kernel(&registry[i]);
     }
     test_ref_is_deq();
     test_dispatch();
