@@ -160,12 +160,14 @@ typedef enum qlora_isa {
     QLORA_ISA_AVX2,
     QLORA_ISA_AVX512,
     QLORA_ISA_NEON,
+    QLORA_ISA_AVX512BF16,     // avx512 + vdpbf16ps: only the bf16 GEMM (--bf16) differs
     QLORA_ISA_COUNT
 } qlora_isa;
 
 #define QLORA_CPU_AVX2    (1u << 0)   // avx2 + fma + f16c
 #define QLORA_CPU_AVX512  (1u << 1)   // avx512 f + bw + vl
 #define QLORA_CPU_NEON    (1u << 2)
+#define QLORA_CPU_AVX512BF16 (1u << 3)   // avx512 + avx512_bf16
 
 QLORA_API const char *qlora_isa_name(qlora_isa isa);
 
@@ -262,7 +264,13 @@ QLORA_API qlora_deq_fn qlora_ctx_deq(const qlora_ctx *ctx, qlora_type t, const c
 typedef void (*qlora_gemm_fn)(size_t K, const float *A, size_t lda, const float *B, float *C, size_t ldc, int m, int n, int acc);
 QLORA_API qlora_gemm_fn qlora_ctx_gemm(const qlora_ctx *ctx, int *mr, int *nr, const char **name);
 // What a registry line is (kernels_generated/qlora_kernels.inc, QLORA_KERNEL(isa, op, ...)).
-typedef enum qlora_kernel_op { QLORA_OP_DOT = 0, QLORA_OP_DEQ, QLORA_OP_GEMM, QLORA_OP_COUNT } qlora_kernel_op;
+// gemm_bf16: the same tile over bf16 pairs (f32 accumulation, `--bf16` training): A rows and the B
+// panel hold u32 = two bf16 (k = 2p low half, 2p + 1 high half); K2 = pairs, lda in u32.
+typedef void (*qlora_gemm_bf16_fn)(size_t K2, const uint32_t *A, size_t lda, const uint32_t *B, float *C, size_t ldc, int m, int n, int acc);
+QLORA_API qlora_gemm_bf16_fn qlora_ctx_gemm_bf16(const qlora_ctx *ctx, int *mr, int *nr, const char **name);
+// cvt_bf16: out[p] = bf16(x[2p]) | bf16(x[2p+1]) << 16 (round to nearest even; odd n pads with 0).
+typedef void (*qlora_cvt_bf16_fn)(const float *x, size_t n, uint32_t *out);
+typedef enum qlora_kernel_op { QLORA_OP_DOT = 0, QLORA_OP_DEQ, QLORA_OP_GEMM, QLORA_OP_GEMM_BF16, QLORA_OP_CVT_BF16, QLORA_OP_COUNT } qlora_kernel_op;
 // y[r] = W[r,:] . x  for every row r (W: ne[1] rows of ne[0]); any weight type; threaded over rows.
 QLORA_API qlora_result qlora_matvec(qlora_ctx *ctx, const qlora_tensor *W, const float *x, float *y);
 // Y[t, r] = W[r,:] . X[t,:] for t < T   (X: T x ne[0], Y: T x ne[1])
@@ -854,6 +862,8 @@ typedef struct qlora_train_config {
     int batch;                  // B sequences per micro-batch
     int seq_len;                // T tokens per sequence
     int grad_checkpointing;     // keep only block inputs; recompute each block in backward
+    int bf16;                   // frozen-weight GEMMs in bf16 x bf16 -> f32 (HF --bf16 autocast);
+                                // LoRA, norms, attention and the loss stay f32
 } qlora_train_config;
 
 typedef struct qlora_train_memory_plan {
@@ -900,6 +910,7 @@ typedef struct qlora_trainer_config {
     int      batch;             // per-device train batch size [4]
     int      seq_len;           // max sequence length T [256]
     int      grad_checkpointing;
+    int      bf16;              // see qlora_train_config
     int      grad_accum;        // gradient accumulation steps [1]
     int64_t  max_steps;         // > 0: wins over num_epochs
     double   num_epochs;        // [3]
@@ -1009,10 +1020,12 @@ QLORA_API qlora_result qlora_find_last_checkpoint(qlora_ctx *ctx, const char *di
 #if defined(QLORA__X86) && (defined(__GNUC__) || defined(__clang__))
 #define QLORA__TARGET_AVX2   __attribute__((target("avx2,fma,f16c")))
 #define QLORA__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+#define QLORA__TARGET_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
 #define QLORA__HAVE_TARGET_ATTR 1
 #else
 #define QLORA__TARGET_AVX2
 #define QLORA__TARGET_AVX512
+#define QLORA__TARGET_AVX512BF16
 #endif
 
 #if defined(QLORA__X86) && (defined(__GNUC__) || defined(__clang__))
@@ -1031,6 +1044,8 @@ static unsigned qlora__detect_cpu(void) {
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
     if (ymm_ok && avx2 && fma && f16c) f |= QLORA_CPU_AVX2;
     if (zmm_ok && (f & QLORA_CPU_AVX2) && avx512f && avx512bw && avx512vl) f |= QLORA_CPU_AVX512;
+    __cpuid_count(7, 1, a, b, c, d);
+    if ((f & QLORA_CPU_AVX512) && ((a >> 5) & 1)) f |= QLORA_CPU_AVX512BF16;
     return f;
 }
 #elif defined(QLORA__ARM64)
@@ -1045,7 +1060,10 @@ QLORA__DEF unsigned qlora_cpu_features(void) {
     f &= ~(QLORA_CPU_AVX2 | QLORA_CPU_AVX512);
 #endif
 #ifdef QLORA_NO_AVX512
-    f &= ~QLORA_CPU_AVX512;
+    f &= ~(QLORA_CPU_AVX512 | QLORA_CPU_AVX512BF16);
+#endif
+#ifdef QLORA_NO_AVX512BF16
+    f &= ~QLORA_CPU_AVX512BF16;
 #endif
 #ifdef QLORA_NO_NEON
     f &= ~QLORA_CPU_NEON;
@@ -1079,7 +1097,7 @@ QLORA__DEF const char *qlora_type_name(qlora_type t) {
 QLORA__DEF int qlora_type_is_bnb(qlora_type t) {
     return t == QLORA_TYPE_NF4 || t == QLORA_TYPE_FP4 || t == QLORA_TYPE_INT4 || t == QLORA_TYPE_INT8;
 }
-static const char *const qlora__isa_names[QLORA_ISA_COUNT] = { "auto", "ref", "scalar", "avx2", "avx512", "neon" };
+static const char *const qlora__isa_names[QLORA_ISA_COUNT] = { "auto", "ref", "scalar", "avx2", "avx512", "neon", "avx512bf16" };
 QLORA__DEF const char *qlora_isa_name(qlora_isa isa) {
     return (unsigned)isa < QLORA_ISA_COUNT ? qlora__isa_names[isa] : "?";
 }
@@ -1177,6 +1195,8 @@ struct qlora_ctx {
     void     *scratch_raw;     // per-thread GEMM panels (>>gemm), grown on demand
     float    *scratch;         // 64-byte aligned view: thread i owns [i * scratch_floats, ...)
     size_t    scratch_floats;
+    uint32_t *abuf;            // bf16 copy of a GEMM's activations (shared by the threads)
+    size_t    abuf_n;
 #ifndef QLORA_NO_THREADS
     pthread_t      *workers;
     struct qlora__worker_slot *slots;
@@ -1351,6 +1371,7 @@ QLORA__DEF void qlora_ctx_destroy(qlora_ctx *ctx) {
 #endif
     QLORA__FREE(ctx->kern);
     QLORA__FREE(ctx->scratch_raw);
+    QLORA__FREE(ctx->abuf);
     QLORA__FREE(ctx);
 }
 
@@ -2024,6 +2045,24 @@ static void qlora__ref_gemm(size_t K, const float *A, size_t lda, const float *B
         }
 }
 
+static void qlora__ref_gemm_bf16(size_t K2, const uint32_t *A, size_t lda, const uint32_t *B, float *C, size_t ldc, int m, int n, int acc) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double c = acc ? (double)C[(size_t)i * ldc + (size_t)j] : 0.0;
+            for (size_t p = 0; p < K2; p++) {
+                uint32_t a = A[(size_t)i * lda + p], b = B[p * QLORA__REF_NR + (size_t)j];
+                c += (double)qlora__bf16_to_f32((uint16_t)a) * qlora__bf16_to_f32((uint16_t)b) +
+                     (double)qlora__bf16_to_f32((uint16_t)(a >> 16)) * qlora__bf16_to_f32((uint16_t)(b >> 16));
+            }
+            C[(size_t)i * ldc + (size_t)j] = (float)c;
+        }
+}
+
+static void qlora__ref_cvt_bf16(const float *x, size_t n, uint32_t *out) {
+    for (size_t p = 0; 2 * p < n; p++)
+        out[p] = (uint32_t)qlora__f32_to_bf16(x[2 * p]) | (2 * p + 1 < n ? (uint32_t)qlora__f32_to_bf16(x[2 * p + 1]) << 16 : 0u);
+}
+
 // >>generated
 // The SIMD (and unrolled scalar) kernels are emitted by gen/generate.py from gen/templates/ into
 // kernels_generated/; each is `static`, carries its ISA target attribute (xxHash-style runtime
@@ -2063,6 +2102,9 @@ struct qlora_kernels {
     qlora_deq_fn  deq[QLORA_TYPE_COUNT];        // chosen dequantizer per weight type
     qlora_gemm_fn gemm;                         // chosen f32 GEMM micro-kernel
     int           mr, nr;                       // its register tile
+    qlora_gemm_bf16_fn gemm_bf16;               // chosen bf16 GEMM micro-kernel
+    int           mr16, nr16;
+    qlora_cvt_bf16_fn cvt_bf16;                 // f32 -> bf16 pairs
     const char   *name[QLORA_OP_COUNT][QLORA_TYPE_COUNT];   // function names (qlora_ctx_describe)
     qlora_isa     isa[QLORA_OP_COUNT][QLORA_TYPE_COUNT];    // their instruction sets (REF = reference)
 };
@@ -2070,7 +2112,8 @@ struct qlora_kernels {
 // May a kernel of instruction set `k` run on this ctx? It must be on the CPU and at most `force`.
 static int qlora__isa_allowed(qlora_isa k, unsigned cpu, qlora_isa force) {
     int on_cpu = k == QLORA_ISA_SCALAR || (k == QLORA_ISA_AVX2 && (cpu & QLORA_CPU_AVX2)) ||
-                 (k == QLORA_ISA_AVX512 && (cpu & QLORA_CPU_AVX512)) || (k == QLORA_ISA_NEON && (cpu & QLORA_CPU_NEON));
+                 (k == QLORA_ISA_AVX512 && (cpu & QLORA_CPU_AVX512)) || (k == QLORA_ISA_NEON && (cpu & QLORA_CPU_NEON)) ||
+                 (k == QLORA_ISA_AVX512BF16 && (cpu & QLORA_CPU_AVX512BF16));
     if (!on_cpu) return 0;
     switch (force) {
     case QLORA_ISA_AUTO:   return 1;
@@ -2078,6 +2121,7 @@ static int qlora__isa_allowed(qlora_isa k, unsigned cpu, qlora_isa force) {
     case QLORA_ISA_SCALAR: return k == QLORA_ISA_SCALAR;
     case QLORA_ISA_AVX2:   return k == QLORA_ISA_SCALAR || k == QLORA_ISA_AVX2;
     case QLORA_ISA_AVX512: return k == QLORA_ISA_SCALAR || k == QLORA_ISA_AVX2 || k == QLORA_ISA_AVX512;
+    case QLORA_ISA_AVX512BF16: return k != QLORA_ISA_NEON;
     case QLORA_ISA_NEON:   return k == QLORA_ISA_SCALAR || k == QLORA_ISA_NEON;
     default:               return 0;
     }
@@ -2098,10 +2142,16 @@ static void qlora__kernels_init(qlora_ctx *ctx) {
         k->name[QLORA_OP_DOT][t] = qlora__ref_dot_name[t];
         k->name[QLORA_OP_DEQ][t] = qlora__ref_deq_name;
         k->name[QLORA_OP_GEMM][t] = "qlora__ref_gemm";
+        k->name[QLORA_OP_GEMM_BF16][t] = "qlora__ref_gemm_bf16";
+        k->name[QLORA_OP_CVT_BF16][t] = "qlora__ref_cvt_bf16";
     }
+    k->cvt_bf16 = qlora__ref_cvt_bf16;
     k->gemm = qlora__ref_gemm;
     k->mr = QLORA__REF_MR;
     k->nr = QLORA__REF_NR;
+    k->gemm_bf16 = qlora__ref_gemm_bf16;
+    k->mr16 = QLORA__REF_MR;
+    k->nr16 = QLORA__REF_NR;
     size_t n_entries = sizeof qlora__kernel_registry / sizeof qlora__kernel_registry[0];
     for (size_t i = 0; i < n_entries; i++) {
         const qlora__kernel_entry *e = &qlora__kernel_registry[i];
@@ -2112,7 +2162,9 @@ static void qlora__kernels_init(qlora_ctx *ctx) {
         k->isa[e->op][e->type] = e->isa;
         if (e->op == QLORA_OP_DOT) k->dot[e->type] = (qlora_dot_fn)e->fn;
         else if (e->op == QLORA_OP_DEQ) k->deq[e->type] = (qlora_deq_fn)e->fn;
-        else if (e->type == QLORA_TYPE_F32) { k->gemm = (qlora_gemm_fn)e->fn; k->mr = e->mr; k->nr = e->nr; }
+        else if (e->op == QLORA_OP_GEMM) { k->gemm = (qlora_gemm_fn)e->fn; k->mr = e->mr; k->nr = e->nr; }
+        else if (e->op == QLORA_OP_GEMM_BF16) { k->gemm_bf16 = (qlora_gemm_bf16_fn)e->fn; k->mr16 = e->mr; k->nr16 = e->nr; }
+        else k->cvt_bf16 = (qlora_cvt_bf16_fn)e->fn;
     }
     // ctx->isa now reports what runs: the widest instruction set among the chosen kernels.
     qlora_isa used = QLORA_ISA_REF;
@@ -2127,6 +2179,14 @@ QLORA__DEF qlora_deq_fn qlora_ctx_deq(const qlora_ctx *ctx, qlora_type t, const 
     if (!ctx || !ctx->kern) { if (name) *name = qlora__ref_deq_name; return qlora__ref_deq[t]; }
     if (name) *name = ctx->kern->name[QLORA_OP_DEQ][t];
     return ctx->kern->deq[t];
+}
+
+QLORA__DEF qlora_gemm_bf16_fn qlora_ctx_gemm_bf16(const qlora_ctx *ctx, int *mr, int *nr, const char **name) {
+    const struct qlora_kernels *k = ctx ? ctx->kern : NULL;
+    if (mr) *mr = k ? k->mr16 : QLORA__REF_MR;
+    if (nr) *nr = k ? k->nr16 : QLORA__REF_NR;
+    if (name) *name = k ? k->name[QLORA_OP_GEMM_BF16][QLORA_TYPE_BF16] : "qlora__ref_gemm_bf16";
+    return k ? k->gemm_bf16 : qlora__ref_gemm_bf16;
 }
 
 QLORA__DEF qlora_gemm_fn qlora_ctx_gemm(const qlora_ctx *ctx, int *mr, int *nr, const char **name) {
@@ -2149,8 +2209,9 @@ QLORA__DEF void qlora_ctx_describe(const qlora_ctx *ctx, char *buf, size_t cap) 
     buf[0] = 0;
     if (!ctx) return;
     size_t len = 0;
-    int w = snprintf(buf, cap, "cpu: avx2=%s avx512=%s neon=%s; isa=%s; threads=%d;",
+    int w = snprintf(buf, cap, "cpu: avx2=%s avx512=%s avx512bf16=%s neon=%s; isa=%s; threads=%d;",
                      (ctx->cpu & QLORA_CPU_AVX2) ? "yes" : "no", (ctx->cpu & QLORA_CPU_AVX512) ? "yes" : "no",
+                     (ctx->cpu & QLORA_CPU_AVX512BF16) ? "yes" : "no",
                      (ctx->cpu & QLORA_CPU_NEON) ? "yes" : "no", qlora_isa_name(ctx->isa), ctx->n_threads);
     for (int t = 0; t < QLORA_TYPE_COUNT && w >= 0; t++) {
         len += (size_t)w;
@@ -2162,7 +2223,11 @@ QLORA__DEF void qlora_ctx_describe(const qlora_ctx *ctx, char *buf, size_t cap) 
         const char *nm;
         int mr, nr;
         qlora_ctx_gemm(ctx, &mr, &nr, &nm);
-        snprintf(buf + len, cap - len, " gemm_f32 %dx%d: %s", mr, nr, nm);
+        w = snprintf(buf + len, cap - len, " gemm_f32 %dx%d: %s", mr, nr, nm);
+        if (w >= 0 && (len += (size_t)w) < cap) {
+            qlora_ctx_gemm_bf16(ctx, &mr, &nr, &nm);
+            snprintf(buf + len, cap - len, " gemm_bf16 %dx%d: %s", mr, nr, nm);
+        }
     }
 }
 
@@ -2292,7 +2357,7 @@ QLORA__DEF qlora_result qlora_matvec(qlora_ctx *ctx, const qlora_tensor *W, cons
 }
 
 static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int trans_w, const float *A, size_t lda,
-                                  size_t M, float *C, size_t ldc, int acc);
+                                  size_t M, float *C, size_t ldc, int acc, int bf16);
 #ifndef QLORA_GEMM_MIN_T
 #define QLORA_GEMM_MIN_T 16   // from this many tokens on, qlora_matmul runs as a GEMM (>>gemm)
 #endif
@@ -2303,7 +2368,7 @@ QLORA__DEF qlora_result qlora_matmul(qlora_ctx *ctx, const qlora_tensor *W, cons
     if (r != QLORA_OK) return r;
     if (T == 0) return QLORA_OK;
     if (!X || !Y) return QLORA__ERR(ctx, QLORA_ERR_INVALID_ARG, "qlora_matmul: NULL X or Y");
-    if (T >= QLORA_GEMM_MIN_T) return qlora__gemm_w(ctx, W, 1, X, a.ne0, T, Y, a.rows, 0);
+    if (T >= QLORA_GEMM_MIN_T) return qlora__gemm_w(ctx, W, 1, X, a.ne0, T, Y, a.rows, 0, 0);
     // Token tiles of QLORA__MM_TILE rows of X keep the activations in L2 while every weight row
     // streams past them (the whole X of a training batch does not fit). Each output is still one
     // dot product, so tiling changes no bits.
@@ -2397,6 +2462,10 @@ struct qlora__gemm_job {
     size_t mr, nr, kc, pw;      // micro tile, K block, panel width (multiple of nr)
     int split_m;
     const qlora_ctx *ctx;
+    int bf16;                   // bf16 x bf16 -> f32 micro-kernel on A16 and converted panels
+    const uint32_t *A16;        // A as bf16 pairs, rows of lda16 u32 (K rounded up to even)
+    size_t lda16;
+    qlora_gemm_bf16_fn gemm16;
 };
 
 // panel[s][k][jj] = deq(W)[n0 + s*nr + jj][k0 + k]   (rows of W are the N index)
@@ -2443,12 +2512,28 @@ static void qlora__gemm_task(void *arg, int ith, int nth) {
     }
     float *panel = j->ctx->scratch + (size_t)ith * j->ctx->scratch_floats;   // kc x pw
     float *tmp = panel + kcmax * pw;                                          // pw x kc
+    uint32_t *p16 = (uint32_t *)(tmp + kcmax * pw);                           // (kc + 1) / 2 x pw
     for (size_t p = p0; p < p1; p++) {
         size_t n0 = p * pw, nw = QLORA__MIN(pw, j->N - n0);
         for (size_t k0 = 0; k0 < j->K; k0 += kcmax) {
-            size_t kc = QLORA__MIN(kcmax, j->K - k0);
+            size_t kc = QLORA__MIN(kcmax, j->K - k0), kc2 = (kc + 1) / 2;
             j->fill(j->ctx, j, k0, kc, n0, nw, panel, tmp);
             int acc = j->acc || k0 > 0;
+            if (j->bf16) {                  // panel rows 2p, 2p + 1 -> one row of bf16 pairs
+                for (size_t s = 0; s * nr < nw; s++)
+                    for (size_t q = 0; q < kc2; q++) {
+                        const float *r0 = panel + (s * kc + 2 * q) * nr, *r1 = r0 + nr;
+                        uint32_t *o = p16 + (s * kc2 + q) * nr;
+                        int odd = 2 * q + 1 == kc;
+                        for (size_t jj = 0; jj < nr; jj++)
+                            o[jj] = (uint32_t)qlora__f32_to_bf16(r0[jj]) | (odd ? 0u : (uint32_t)qlora__f32_to_bf16(r1[jj]) << 16);
+                    }
+                for (size_t i = m0; i < m1; i += mr)
+                    for (size_t s = 0; s * nr < nw; s++)
+                        j->gemm16(kc2, j->A16 + i * j->lda16 + k0 / 2, j->lda16, p16 + s * kc2 * nr, j->C + i * j->ldc + n0 + s * nr,
+                                  j->ldc, (int)QLORA__MIN(mr, m1 - i), (int)QLORA__MIN(nr, nw - s * nr), acc);
+                continue;
+            }
             for (size_t i = m0; i < m1; i += mr)
                 for (size_t s = 0; s * nr < nw; s++)
                     j->gemm(kc, j->A + i * j->lda + k0, j->lda, panel + s * kc * nr, j->C + i * j->ldc + n0 + s * nr, j->ldc,
@@ -2473,15 +2558,27 @@ static qlora_result qlora__scratch_reserve(qlora_ctx *ctx, size_t floats) {
     return QLORA_OK;
 }
 
+// A (M x K) -> bf16 pairs, rows of (K + 1) / 2 u32, threaded over rows
+typedef struct qlora__cvt_job { const float *A; size_t lda, M, K; uint32_t *out; qlora_cvt_bf16_fn cvt; } qlora__cvt_job;
+static void qlora__cvt_task(void *arg, int ith, int nth) {
+    const qlora__cvt_job *j = (const qlora__cvt_job *)arg;
+    size_t b, e, k2 = (j->K + 1) / 2;
+    qlora__split(j->M, ith, nth, &b, &e);
+    for (size_t i = b; i < e; i++) j->cvt(j->A + i * j->lda, j->K, j->out + i * k2);
+}
+
 // C (M x N) [+]= A (M x K, row stride lda) . B, B = deq(W)^T (trans_w: W is N x K, the forward)
-// or deq(W) (W is K x N, the backward-input). ldc: row stride of C.
+// or deq(W) (W is K x N, the backward-input). ldc: row stride of C. bf16: operands rounded to
+// bf16, products summed in f32 (AVX-512-BF16 vdpbf16ps where the CPU has it).
 static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int trans_w, const float *A, size_t lda,
-                                  size_t M, float *C, size_t ldc, int acc) {
+                                  size_t M, float *C, size_t ldc, int acc, int bf16) {
     qlora__gemm_job j;
     memset(&j, 0, sizeof j);
     size_t ne0 = (size_t)W->ne[0], rows = qlora_tensor_nelements(W) / ne0;
     int mr, nr;
     j.gemm = qlora_ctx_gemm(ctx, &mr, &nr, NULL);
+    if (bf16) j.gemm16 = qlora_ctx_gemm_bf16(ctx, &mr, &nr, NULL);
+    j.bf16 = bf16;
     j.mr = (size_t)mr; j.nr = (size_t)nr;
     j.M = M; j.A = A; j.lda = lda; j.C = C; j.ldc = ldc; j.acc = acc; j.W = W; j.ctx = ctx;
     size_t bs = qlora_type_is_bnb(W->type) ? (size_t)W->blocksize : QLORA__QK;
@@ -2495,10 +2592,25 @@ static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int tra
         j.pw = (QLORA__MAX((size_t)64, unit) + j.nr - 1) / j.nr * j.nr;
         j.kc = QLORA__MIN(j.K, (size_t)256);
     }
+    if (bf16 && j.kc < j.K) j.kc &= ~(size_t)1;   // K blocks start on a pair
     size_t npan = (j.N + j.pw - 1) / j.pw;
     j.split_m = npan < 4 * (size_t)ctx->n_threads;
-    qlora_result r = qlora__scratch_reserve(ctx, 2 * j.kc * j.pw);
+    qlora_result r = qlora__scratch_reserve(ctx, 2 * j.kc * j.pw + (j.kc + 1) / 2 * j.pw);
     if (r != QLORA_OK) return r;
+    if (bf16) {
+        j.lda16 = (j.K + 1) / 2;
+        size_t need = M * j.lda16;
+        if (need > ctx->abuf_n) {
+            QLORA__FREE(ctx->abuf);
+            ctx->abuf_n = 0;
+            ctx->abuf = (uint32_t *)QLORA__MALLOC(need * sizeof(uint32_t));
+            if (!ctx->abuf) return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "gemm: %zu MiB for bf16 activations", need * 4 >> 20);
+            ctx->abuf_n = need;
+        }
+        qlora__cvt_job cj = { A, lda, M, j.K, ctx->abuf, ctx->kern->cvt_bf16 };
+        qlora_parallel_for(ctx, qlora__cvt_task, &cj);
+        j.A16 = ctx->abuf;
+    }
     qlora_parallel_for(ctx, qlora__gemm_task, &j);
     return QLORA_OK;
 }
@@ -2509,7 +2621,7 @@ static qlora_result qlora__gemm_f32(qlora_ctx *ctx, const float *A, size_t lda, 
     qlora_tensor w;
     qlora__tensor_init(&w, QLORA_TYPE_F32, (int64_t)(trans_b ? K : N), (int64_t)(trans_b ? N : K), (void *)(uintptr_t)B);
     w.n_dims = 2;
-    return qlora__gemm_w(ctx, &w, trans_b, A, lda, M, C, ldc, acc);
+    return qlora__gemm_w(ctx, &w, trans_b, A, lda, M, C, ldc, acc, 0);
 }
 
 // >>files
@@ -7828,8 +7940,8 @@ static qlora_result qlora__mm_f32(qlora_ctx *ctx, float *out, const float *X, co
 }
 
 // dX (N, ne0) += dY (N, ne1) . W      — the backward-input product through a frozen weight (>>gemm).
-static qlora_result qlora__matmul_t(qlora_ctx *ctx, const qlora_tensor *W, const float *dY, size_t N, float *dX) {
-    return qlora__gemm_w(ctx, W, 0, dY, (size_t)W->ne[1], N, dX, (size_t)W->ne[0], 1);
+static qlora_result qlora__matmul_t(qlora_ctx *ctx, const qlora_tensor *W, const float *dY, size_t N, float *dX, int bf16) {
+    return qlora__gemm_w(ctx, W, 0, dY, (size_t)W->ne[1], N, dX, (size_t)W->ne[0], 1, bf16);
 }
 static qlora_result qlora__matmul_t_f32(qlora_ctx *ctx, const float *W, int K, int O, const float *dY, size_t N, float *dX) {
     return qlora__gemm_f32(ctx, dY, (size_t)O, W, (size_t)O, (size_t)K, 0, N, dX, (size_t)K, 1);
@@ -7859,21 +7971,11 @@ static qlora_result qlora__wgrad_b(qlora_ctx *ctx, float *dB, const float *dy, c
     return QLORA_OK;
 }
 
-// ---- LoRA dropout: a counter-based hash, so forward, recompute and backward agree bit for bit ---
-// hd = dropout(h): zero with probability p, else h / (1 - p)
-static void qlora__dropout(float *hd, const float *h, size_t n, float p, uint64_t seed) {
-    float keep = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < n; i++) {
-        float u = (float)(qlora__mix64(seed + i * 0x9E3779B97F4A7C15ull) >> 40) / 16777216.0f;
-        hd[i] = u < p ? 0.0f : h[i] * keep;
-    }
-}
-
 // ---- per-layer activations ---------------------------------------------------------------------
 typedef struct qlora__acts {
     float *rstd1, *h1;          // (N) (N, C)
     float *q, *k, *v;           // (N, qd) (N, kvd) (N, kvd)   q, k after RoPE
-    float *att;                 // (B, H, T, T) softmax probabilities (causal)
+    float *lse;                 // (B, H, T) logsumexp of each attention row (flash attention)
     float *o;                   // (N, qd) attention output (input of o_proj)
     float *x1, *rstd2, *h2;     // (N, C) (N) (N, C)
     float *g, *u, *mm;          // (N, F) gate pre-activation, up, silu(g)*u (input of down_proj)
@@ -7883,7 +7985,7 @@ typedef struct qlora__acts {
 struct qlora_train {
     const qlora_model *m;
     qlora_lora *lora;
-    int B, T, N, ckpt, r;
+    int B, T, N, ckpt, r, bf16;
     int C, F, H, Hkv, D, qd, kvd, V;
     float *xs;                  // (L + 1, N, C) block inputs; xs[L] = final residual
     qlora__acts *acts;          // [L] (or [1] with checkpointing)
@@ -7898,6 +8000,7 @@ struct qlora_train {
     float *hd;                  // (N, max(C, F, qd)) dropout(h)
     float *dlu;                 // (N, r)
     float *wt;                  // (r, N + max(C, F, qd)) LoRA weight-gradient scratch
+    float *rope_cos, *rope_sin; // (T, rope_dim / 2) rotation of position t, pair i
     float *rstdf, *hf;          // (N) (N, C) final norm
     float *dhf;                 // (N, C)
     float *lchunk;              // (chunk, V) logits chunk
@@ -7912,7 +8015,7 @@ static size_t qlora__acts_floats(const qlora_train *t) {
     size_t N = (size_t)t->N, n = 0;
     n += N + N * t->C;                                   // rstd1 h1
     n += N * t->qd + 2 * N * t->kvd;                     // q k v
-    n += (size_t)t->B * t->H * t->T * t->T;              // att
+    n += (size_t)t->B * t->H * t->T;                     // lse
     n += N * t->qd;                                      // o
     n += N * t->C + N + N * t->C;                        // x1 rstd2 h2
     n += 3 * N * t->F;                                   // g u mm
@@ -7924,12 +8027,13 @@ static size_t qlora__train_scratch_floats(const qlora_train *t) {
     size_t N = (size_t)t->N, mx = (size_t)QLORA__MAX(t->C, QLORA__MAX(t->F, t->qd));
     return 2 * N * t->C + 2 * N * t->qd + 2 * N * t->kvd + 2 * N * t->F + 3 * N * mx +
            N * (size_t)(t->r > 0 ? t->r : 1) + N + 2 * N * t->C + (size_t)t->chunk * t->V + (size_t)t->C +
-           (size_t)(t->r > 0 ? t->r : 1) * (N + mx);
+           (size_t)(t->r > 0 ? t->r : 1) * (N + mx) + 2 * (size_t)t->T * (size_t)(t->m->cfg.rope_dim / 2);
 }
 
 static void qlora__train_dims(qlora_train *t, const qlora_model *m, const qlora_lora *l, const qlora_train_config *cfg) {
     const qlora_model_config *c = &m->cfg;
-    t->B = cfg->batch; t->T = cfg->seq_len; t->N = t->B * t->T; t->ckpt = cfg->grad_checkpointing;
+    t->m = m;
+    t->B = cfg->batch; t->T = cfg->seq_len; t->N = t->B * t->T; t->ckpt = cfg->grad_checkpointing; t->bf16 = cfg->bf16;
     t->C = c->dim; t->F = c->hidden_dim; t->H = c->n_heads; t->Hkv = c->n_kv_heads; t->D = c->head_dim;
     t->qd = t->H * t->D; t->kvd = t->Hkv * t->D; t->V = c->vocab_size;
     t->r = l ? l->cfg.r : 0;
@@ -7981,7 +8085,7 @@ QLORA__DEF qlora_result qlora_train_create(qlora_ctx *ctx, const qlora_model *m,
         qlora__acts *a = &t->acts[i];
         QLORA__CARVE(a->rstd1, N); QLORA__CARVE(a->h1, N * t->C);
         QLORA__CARVE(a->q, N * t->qd); QLORA__CARVE(a->k, N * t->kvd); QLORA__CARVE(a->v, N * t->kvd);
-        QLORA__CARVE(a->att, (size_t)t->B * t->H * t->T * t->T);
+        QLORA__CARVE(a->lse, (size_t)t->B * t->H * t->T);
         QLORA__CARVE(a->o, N * t->qd);
         QLORA__CARVE(a->x1, N * t->C); QLORA__CARVE(a->rstd2, N); QLORA__CARVE(a->h2, N * t->C);
         QLORA__CARVE(a->g, N * t->F); QLORA__CARVE(a->u, N * t->F); QLORA__CARVE(a->mm, N * t->F);
@@ -7997,54 +8101,163 @@ QLORA__DEF qlora_result qlora_train_create(qlora_ctx *ctx, const qlora_model *m,
     QLORA__CARVE(t->lchunk, (size_t)t->chunk * t->V);
     QLORA__CARVE(t->normw, (size_t)t->C);
     QLORA__CARVE(t->wt, (size_t)(t->r > 0 ? t->r : 1) * (N + mx));
+    int half = m->cfg.rope_dim / 2;
+    QLORA__CARVE(t->rope_cos, (size_t)t->T * half); QLORA__CARVE(t->rope_sin, (size_t)t->T * half);
+    for (int pos = 0; pos < t->T; pos++) {
+        float pp = (float)pos;
+        if (m->cfg.rope_scaling == QLORA_ROPE_SCALING_LINEAR && m->cfg.rope_factor > 0) pp /= m->cfg.rope_factor;
+        for (int i = 0; i < half; i++) {
+            float ang = pp * qlora__rope_freq(&m->cfg, i);
+            t->rope_cos[(size_t)pos * half + i] = cosf(ang);
+            t->rope_sin[(size_t)pos * half + i] = sinf(ang);
+        }
+    }
 #undef QLORA__CARVE
     QLORA_ASSERT((size_t)(p - t->arena) == total);
     *out = t;
     return QLORA_OK;
 }
 
-// ---- ops: forward / backward pairs ---------------------------------------------------------------
-// rmsnorm with saved 1/rms: out = w * x * rstd
-static void qlora__rmsnorm_fwd(float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
-    for (int n = 0; n < N; n++) {
-        const float *xn = x + (size_t)n * C;
-        float ss = 0.0f;
-        for (int i = 0; i < C; i++) ss += xn[i] * xn[i];
-        float r = 1.0f / sqrtf(ss / (float)C + eps);
-        rstd[n] = r;
-        for (int i = 0; i < C; i++) out[(size_t)n * C + i] = w[i] * (xn[i] * r);
-    }
+// ---- ops: forward / backward pairs, threaded over rows (tokens) ----------------------------------
+// Every elementwise op works on a range of rows [r0, r1), so qlora__par_rows can hand each thread
+// its own rows: each row is computed the same way whatever the split (thread-count independent).
+typedef struct qlora__rows qlora__rows;
+struct qlora__rows {
+    void (*fn)(const qlora__rows *j, size_t r0, size_t r1);
+    size_t n;                              // rows
+    float *y, *rs;                         // output rows, per-row scalar (rstd)
+    const float *a, *b, *c;                // inputs
+    int C, T, heads, D;                    // row width / sequence / heads
+    float f;                               // eps, sign, scale, p ...
+    uint64_t seed;
+    const qlora_train *t;
+};
+static void qlora__rows_task(void *arg, int ith, int nth) {
+    const qlora__rows *j = (const qlora__rows *)arg;
+    size_t b, e;
+    qlora__split(j->n, ith, nth, &b, &e);
+    if (b < e) j->fn(j, b, e);
 }
-// dx += rstd * (w*dy) - x * rstd^3 * mean(w*dy*x)      (w frozen: no dw)
-static void qlora__rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *w, const float *rstd, int N, int C) {
-    for (int n = 0; n < N; n++) {
-        const float *xn = x + (size_t)n * C, *g = dy + (size_t)n * C;
-        float r = rstd[n], dot = 0.0f;
-        for (int i = 0; i < C; i++) dot += w[i] * g[i] * xn[i];
-        float k = dot * r * r * r / (float)C;
-        for (int i = 0; i < C; i++) dx[(size_t)n * C + i] += r * w[i] * g[i] - k * xn[i];
-    }
+static void qlora__par_rows(qlora_ctx *ctx, qlora__rows *j) {
+    if (j->n < 8) j->fn(j, 0, j->n);
+    else qlora_parallel_for(ctx, qlora__rows_task, j);
 }
 
-// rope on (N, heads*D) rows (rotate_half pairs i, i + rope_dim/2), position of row n = n % T;
-// sign = +1 forward, -1 backward (the transpose of a rotation is the rotation by -angle)
-static void qlora__rope_rows(float *x, int N, int T, int heads, int D, const qlora_model_config *c, float sign) {
-    int half = c->rope_dim / 2;
-    for (int n = 0; n < N; n++) {
-        float p = (float)(n % T);
-        if (c->rope_scaling == QLORA_ROPE_SCALING_LINEAR && c->rope_factor > 0) p /= c->rope_factor;
-        float *row = x + (size_t)n * heads * D;
-        for (int i = 0; i < half; i++) {
-            float ang = p * qlora__rope_freq(c, i);
-            float cs = cosf(ang), sn = sign * sinf(ang);
-            for (int h = 0; h < heads; h++) {
-                float *v = row + (size_t)h * D + i;
-                float x0 = v[0], x1 = v[half];
-                v[0] = x0 * cs - x1 * sn;
-                v[half] = x0 * sn + x1 * cs;
+// rmsnorm with saved 1/rms: y = w * x * rstd          (a = x, b = w, rs = rstd, f = eps)
+static void qlora__rmsnorm_fwd_rows(const qlora__rows *j, size_t r0, size_t r1) {
+    int C = j->C;
+    for (size_t n = r0; n < r1; n++) {
+        const float *xn = j->a + n * (size_t)C;
+        float ss = 0.0f;
+        for (int i = 0; i < C; i++) ss += xn[i] * xn[i];
+        float r = 1.0f / sqrtf(ss / (float)C + j->f);
+        j->rs[n] = r;
+        for (int i = 0; i < C; i++) j->y[n * (size_t)C + i] = j->b[i] * (xn[i] * r);
+    }
+}
+static void qlora__rmsnorm_fwd(qlora_ctx *ctx, float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
+    qlora__rows j;
+    memset(&j, 0, sizeof j);
+    j.fn = qlora__rmsnorm_fwd_rows; j.n = (size_t)N; j.y = out; j.rs = rstd; j.a = x; j.b = w; j.C = C; j.f = eps;
+    qlora__par_rows(ctx, &j);
+}
+// dx += rstd * (w*dy) - x * rstd^3 * mean(w*dy*x)      (w frozen: no dw)   (a = dy, b = x, c = w)
+static void qlora__rmsnorm_bwd_rows(const qlora__rows *j, size_t r0, size_t r1) {
+    int C = j->C;
+    for (size_t n = r0; n < r1; n++) {
+        const float *xn = j->b + n * (size_t)C, *g = j->a + n * (size_t)C, *w = j->c;
+        float r = j->rs[n], dot = 0.0f;
+        for (int i = 0; i < C; i++) dot += w[i] * g[i] * xn[i];
+        float k = dot * r * r * r / (float)C;
+        for (int i = 0; i < C; i++) j->y[n * (size_t)C + i] += r * w[i] * g[i] - k * xn[i];
+    }
+}
+static void qlora__rmsnorm_bwd(qlora_ctx *ctx, float *dx, const float *dy, const float *x, const float *w, const float *rstd, int N, int C) {
+    qlora__rows j;
+    memset(&j, 0, sizeof j);
+    j.fn = qlora__rmsnorm_bwd_rows; j.n = (size_t)N; j.y = dx; j.rs = (float *)(uintptr_t)rstd; j.a = dy; j.b = x; j.c = w; j.C = C;
+    qlora__par_rows(ctx, &j);
+}
+
+// rope on (N, heads*D) rows (rotate_half pairs i, i + rope_dim/2), position of row n = n % T, with
+// the (T, rope_dim/2) cos/sin table of the train state; f = +1 forward, -1 backward (the
+// transpose of a rotation is the rotation by -angle).
+static void qlora__rope_rows_fn(const qlora__rows *j, size_t r0, size_t r1) {
+    int half = j->t->m->cfg.rope_dim / 2, D = j->D, heads = j->heads;
+    for (size_t n = r0; n < r1; n++) {
+        const float *cs = j->t->rope_cos + (n % (size_t)j->T) * (size_t)half, *sn = j->t->rope_sin + (n % (size_t)j->T) * (size_t)half;
+        float *row = j->y + n * (size_t)heads * D;
+        for (int h = 0; h < heads; h++) {
+            float *v = row + (size_t)h * D;
+            for (int i = 0; i < half; i++) {
+                float x0 = v[i], x1 = v[i + half], s = j->f * sn[i];
+                v[i] = x0 * cs[i] - x1 * s;
+                v[i + half] = x0 * s + x1 * cs[i];
             }
         }
     }
+}
+static void qlora__rope_rows(qlora_ctx *ctx, const qlora_train *t, float *x, int heads, float sign) {
+    qlora__rows j;
+    memset(&j, 0, sizeof j);
+    j.fn = qlora__rope_rows_fn; j.n = (size_t)t->N; j.y = x; j.T = t->T; j.heads = heads; j.D = t->D; j.f = sign; j.t = t;
+    qlora__par_rows(ctx, &j);
+}
+
+// y += a (+ f * b when b): residual adds and the LoRA branch, rows of C
+static void qlora__add_rows(const qlora__rows *j, size_t r0, size_t r1) {
+    size_t C = (size_t)j->C;
+    float *y = j->y + r0 * C;
+    const float *a = j->a ? j->a + r0 * C : NULL, *b = j->b ? j->b + r0 * C : NULL;
+    for (size_t i = 0; i < (r1 - r0) * C; i++) {
+        float v = y[i];
+        if (a) v += a[i];
+        if (b) v += j->f * b[i];
+        y[i] = v;
+    }
+}
+static void qlora__add(qlora_ctx *ctx, float *y, const float *a, const float *b, float f, int N, int C) {
+    qlora__rows j;
+    memset(&j, 0, sizeof j);
+    j.fn = qlora__add_rows; j.n = (size_t)N; j.y = y; j.a = a; j.b = b; j.f = f; j.C = C;
+    qlora__par_rows(ctx, &j);
+}
+
+// SwiGLU: forward y = silu(a) * b; backward (c = dmm): y = du, rs = dg
+static void qlora__swiglu_fwd_rows(const qlora__rows *j, size_t r0, size_t r1) {
+    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++) {
+        float g = j->a[i];
+        j->y[i] = g / (1.0f + expf(-g)) * j->b[i];
+    }
+}
+static void qlora__swiglu_bwd_rows(const qlora__rows *j, size_t r0, size_t r1) {
+    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++) {
+        float g = j->a[i], sg = 1.0f / (1.0f + expf(-g)), dmm = j->c[i];
+        j->y[i] = dmm * g * sg;
+        j->rs[i] = dmm * j->b[i] * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+
+// LoRA dropout: a counter-based hash, so forward, recompute and backward agree bit for bit.
+// y = dropout(a): zero with probability p (= f), else a / (1 - p); element index i = row * C + col.
+static void qlora__dropout_rows(const qlora__rows *j, size_t r0, size_t r1) {
+    float p = j->f, keep = 1.0f / (1.0f - p);
+    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++) {
+        float u = (float)(qlora__mix64(j->seed + i * 0x9E3779B97F4A7C15ull) >> 40) / 16777216.0f;
+        j->y[i] = u < p ? 0.0f : j->a[i] * keep;
+    }
+}
+static void qlora__dropout(qlora_ctx *ctx, float *hd, const float *h, int N, int C, float p, uint64_t seed) {
+    qlora__rows j;
+    memset(&j, 0, sizeof j);
+    j.fn = qlora__dropout_rows; j.n = (size_t)N; j.y = hd; j.a = h; j.C = C; j.f = p; j.seed = seed;
+    qlora__par_rows(ctx, &j);
+}
+// dh += tmp * (mask / (1 - p)) where the mask is read back from hd = dropout(h): y = dh, a = tmp, b = hd, c = h
+static void qlora__dropout_bwd_rows(const qlora__rows *j, size_t r0, size_t r1) {
+    float keep = 1.0f / (1.0f - j->f);
+    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++)
+        if (j->b[i] != 0.0f || j->c[i] == 0.0f) j->y[i] += j->a[i] * (j->b[i] != 0.0f ? keep : 0.0f);
 }
 
 // LoRA linear: y (N, out) = h W^T (+ b) + s * (dropout(h) A^T) B^T; saves lu = dropout(h) A^T.
@@ -8052,23 +8265,24 @@ static qlora_result qlora__lin_fwd(qlora_ctx *ctx, qlora_train *t, int layer, ql
                                    float *y, float *lu) {
     const qlora_model *m = t->m;
     qlora_lora_module *md = t->lora ? qlora_lora_get(t->lora, layer, mod) : NULL;
-    qlora_result r = qlora_matmul(ctx, qlora__module_weight(m, layer, mod), h, (size_t)t->N, y);
+    const qlora_tensor *W = qlora__module_weight(m, layer, mod);
+    int out = (int)W->ne[1];
+    qlora_result r = qlora__gemm_w(ctx, W, 1, h, (size_t)in, (size_t)t->N, y, (size_t)out, 0, t->bf16);
     if (r != QLORA_OK) return r;
-    int out = (int)qlora__module_weight(m, layer, mod)->ne[1];
     const qlora_tensor *bt = qlora__module_bias(m, layer, mod);
     const float *bias = md && md->bias ? md->bias : bt ? (const float *)bt->data : NULL;
-    if (bias) for (int n = 0; n < t->N; n++) for (int o = 0; o < out; o++) y[(size_t)n * out + o] += bias[o];
+    if (bias) for (int n = 0; n < t->N; n++) qlora__axpy(y + (size_t)n * out, bias, 1.0f, (size_t)out);
     if (!md) return QLORA_OK;
     const float *hin = h;
     float p = t->lora->cfg.dropout;
     if (p > 0) {
-        qlora__dropout(t->hd, h, (size_t)t->N * in, p, t->seed ^ ((uint64_t)(layer * QLORA_MOD_COUNT + mod) << 48));
+        qlora__dropout(ctx, t->hd, h, t->N, in, p, t->seed ^ ((uint64_t)(layer * QLORA_MOD_COUNT + mod) << 48));
         hin = t->hd;
     }
     if ((r = qlora__mm_f32(ctx, lu, hin, md->A, t->N, in, t->r)) != QLORA_OK) return r;
     if ((r = qlora__mm_f32(ctx, t->tmp, lu, md->B, t->N, t->r, out)) != QLORA_OK) return r;
     float s = t->lora->scaling;
-    for (size_t i = 0; i < (size_t)t->N * out; i++) y[i] += s * t->tmp[i];
+    qlora__add(ctx, y, NULL, t->tmp, s, t->N, out);
     return QLORA_OK;
 }
 
@@ -8078,7 +8292,7 @@ static qlora_result qlora__lin_bwd(qlora_ctx *ctx, qlora_train *t, int layer, ql
     const qlora_model *m = t->m;
     const qlora_tensor *W = qlora__module_weight(m, layer, mod);
     int out = (int)W->ne[1];
-    qlora_result r = qlora__matmul_t(ctx, W, dy, (size_t)t->N, dh);
+    qlora_result r = qlora__matmul_t(ctx, W, dy, (size_t)t->N, dh, t->bf16);
     qlora_lora_module *md = t->lora ? qlora_lora_get(t->lora, layer, mod) : NULL;
     if (r != QLORA_OK || !md) return r;
     float s = t->lora->scaling, p = t->lora->cfg.dropout;
@@ -8090,67 +8304,181 @@ static qlora_result qlora__lin_bwd(qlora_ctx *ctx, qlora_train *t, int layer, ql
     for (size_t i = 0; i < (size_t)t->N * t->r; i++) t->dlu[i] *= s;
     const float *hin = h;
     if (p > 0) {
-        qlora__dropout(t->hd, h, (size_t)t->N * in, p, t->seed ^ ((uint64_t)(layer * QLORA_MOD_COUNT + mod) << 48));
+        qlora__dropout(ctx, t->hd, h, t->N, in, p, t->seed ^ ((uint64_t)(layer * QLORA_MOD_COUNT + mod) << 48));
         hin = t->hd;
     }
     if ((r = qlora__wgrad_a(ctx, md->dA, t->dlu, hin, t->N, in, t->r, t->wt)) != QLORA_OK) return r;   // dA += dlu^T dropout(h)
     if (p <= 0) return qlora__matmul_t_f32(ctx, md->A, in, t->r, t->dlu, (size_t)t->N, dh);
     memset(t->tmp, 0, (size_t)t->N * in * sizeof(float));                     // d dropout(h) = dlu A
     if ((r = qlora__matmul_t_f32(ctx, md->A, in, t->r, t->dlu, (size_t)t->N, t->tmp)) != QLORA_OK) return r;
-    float keep = 1.0f / (1.0f - p);
-    for (size_t i = 0; i < (size_t)t->N * in; i++) if (t->hd[i] != 0.0f || h[i] == 0.0f) dh[i] += t->tmp[i] * (t->hd[i] != 0.0f ? keep : 0.0f);
+    qlora__rows db;
+    memset(&db, 0, sizeof db);
+    db.fn = qlora__dropout_bwd_rows; db.n = (size_t)t->N; db.C = in; db.y = dh; db.a = t->tmp; db.b = t->hd; db.c = h; db.f = p;
+    qlora__par_rows(ctx, &db);
     return QLORA_OK;
 }
 
-// causal attention over each sequence; threads over (batch, kv head) so GQA groups never race.
-typedef struct qlora__att_job { qlora_train *t; qlora__acts *a; int backward; qlora_dot_fn dot; } qlora__att_job;
-static void qlora__attention_task(void *arg, int ith, int nth) {
-    qlora__att_job *j = (qlora__att_job *)arg;
-    qlora_train *t = j->t;
-    qlora__acts *a = j->a;
-    int T = t->T, D = t->D, H = t->H, grp = t->H / t->Hkv;
+// ---- causal attention, flash style: tiles of QLORA__ATT_BLK queries x keys through the GEMM
+// micro-kernel, online softmax; only the per-row logsumexp is saved (no T x T matrix), and the
+// backward recomputes each tile's probabilities from it (FlashAttention-2, Dao 2023).
+// Threads own (batch, kv head) pairs, so the GQA heads that share dK/dV rows never race.
+#define QLORA__ATT_BLK 64
+
+// Pack a row-major f32 matrix block into GEMM panels (ceil(nw / nr) sub-panels of kc x nr, zero-padded):
+//   nt: panel[k][j] = B[(n0 + j) * ldb + k0 + k]        nn: panel[k][j] = B[(k0 + k) * ldb + n0 + j]
+static void qlora__pack_nt(float *panel, const float *B, size_t ldb, size_t n0, size_t nw, size_t k0, size_t kc, size_t nr) {
+    for (size_t s = 0; s * nr < nw; s++) {
+        float *p = panel + s * kc * nr;
+        for (size_t jj = 0; jj < nr; jj++) {
+            if (s * nr + jj < nw) {
+                const float *src = B + (n0 + s * nr + jj) * ldb + k0;
+                for (size_t k = 0; k < kc; k++) p[k * nr + jj] = src[k];
+            } else {
+                for (size_t k = 0; k < kc; k++) p[k * nr + jj] = 0.0f;
+            }
+        }
+    }
+}
+static void qlora__pack_nn(float *panel, const float *B, size_t ldb, size_t k0, size_t kc, size_t n0, size_t nw, size_t nr) {
+    for (size_t s = 0; s * nr < nw; s++) {
+        size_t nv = QLORA__MIN(nr, nw - s * nr);
+        for (size_t k = 0; k < kc; k++) {
+            float *p = panel + (s * kc + k) * nr;
+            memcpy(p, B + (k0 + k) * ldb + n0 + s * nr, nv * sizeof(float));
+            for (size_t jj = nv; jj < nr; jj++) p[jj] = 0.0f;
+        }
+    }
+}
+// C (M x nw) [+]= A (M x kc) . panel, on the calling thread
+static void qlora__gemm_serial(const qlora_ctx *ctx, const float *A, size_t lda, const float *panel, size_t kc, size_t nw,
+                               size_t M, float *C, size_t ldc, int acc) {
+    size_t mr = (size_t)ctx->kern->mr, nr = (size_t)ctx->kern->nr;
+    for (size_t i = 0; i < M; i += mr)
+        for (size_t s = 0; s * nr < nw; s++)
+            ctx->kern->gemm(kc, A + i * lda, lda, panel + s * kc * nr, C + i * ldc + s * nr, ldc,
+                            (int)QLORA__MIN(mr, M - i), (int)QLORA__MIN(nr, nw - s * nr), acc);
+}
+
+typedef struct qlora__att_job { qlora_train *t; qlora__acts *a; int backward; const qlora_ctx *ctx; size_t scratch; } qlora__att_job;
+
+static size_t qlora__att_scratch(const qlora_train *t, size_t nr) {
+    size_t B = QLORA__ATT_BLK, Dp = ((size_t)t->D + nr - 1) / nr * nr, Bp = (B + nr - 1) / nr * nr;
+    return 4 * B * B + B * Dp + 2 * B + (size_t)t->T + 2 * (size_t)t->D * Bp + 3 * B * Dp + 64;
+}
+
+static void qlora__attention_fwd_head(const qlora__att_job *j, float *ws, int b, int h) {
+    const qlora_train *t = j->t;
+    const qlora__acts *a = j->a;
+    size_t T = (size_t)t->T, D = (size_t)t->D, qd = (size_t)t->qd, kvd = (size_t)t->kvd, BL = QLORA__ATT_BLK;
+    size_t nr = (size_t)j->ctx->kern->nr, Dp = (D + nr - 1) / nr * nr, Bp = (BL + nr - 1) / nr * nr;
+    int kvh = h / (t->H / t->Hkv);
     float scale = 1.0f / sqrtf((float)D);
+    const float *Q = a->q + (size_t)b * T * qd + (size_t)h * D, *K = a->k + (size_t)b * T * kvd + (size_t)kvh * D;
+    const float *V = a->v + (size_t)b * T * kvd + (size_t)kvh * D;
+    float *O = a->o + (size_t)b * T * qd + (size_t)h * D, *lse = a->lse + ((size_t)b * t->H + h) * T;
+    float *S = ws, *Oacc = S + BL * BL, *mrow = Oacc + BL * Dp, *lrow = mrow + BL, *pk = lrow + BL, *pv = pk + D * Bp;
+    for (size_t q0 = 0; q0 < T; q0 += BL) {
+        size_t nq = QLORA__MIN(BL, T - q0);
+        for (size_t i = 0; i < nq; i++) { mrow[i] = -INFINITY; lrow[i] = 0.0f; }
+        memset(Oacc, 0, nq * D * sizeof(float));
+        for (size_t k0 = 0; k0 < q0 + nq; k0 += BL) {
+            size_t nk = QLORA__MIN(BL, T - k0);
+            qlora__pack_nt(pk, K, kvd, k0, nk, 0, D, nr);
+            qlora__gemm_serial(j->ctx, Q + q0 * qd, qd, pk, D, nk, nq, S, BL, 0);      // S = Q K^T
+            for (size_t i = 0; i < nq; i++) {
+                float *row = S + i * BL;
+                size_t qi = q0 + i, valid = qi >= k0 ? QLORA__MIN(nk, qi - k0 + 1) : 0;
+                if (valid == 0) { memset(row, 0, nk * sizeof(float)); continue; }
+                float mx = mrow[i];
+                for (size_t c = 0; c < valid; c++) { row[c] *= scale; if (row[c] > mx) mx = row[c]; }
+                float corr = mrow[i] == -INFINITY ? 0.0f : expf(mrow[i] - mx), sum = 0.0f;
+                for (size_t c = 0; c < valid; c++) { row[c] = expf(row[c] - mx); sum += row[c]; }
+                for (size_t c = valid; c < nk; c++) row[c] = 0.0f;
+                lrow[i] = lrow[i] * corr + sum;
+                mrow[i] = mx;
+                if (corr != 1.0f) for (size_t d = 0; d < D; d++) Oacc[i * D + d] *= corr;
+            }
+            qlora__pack_nn(pv, V, kvd, k0, nk, 0, D, nr);
+            qlora__gemm_serial(j->ctx, S, BL, pv, nk, D, nq, Oacc, D, 1);               // Oacc += P V
+        }
+        for (size_t i = 0; i < nq; i++) {
+            float inv = 1.0f / lrow[i];
+            for (size_t d = 0; d < D; d++) O[(q0 + i) * qd + d] = Oacc[i * D + d] * inv;
+            lse[q0 + i] = mrow[i] + logf(lrow[i]);
+        }
+    }
+}
+
+static void qlora__attention_bwd_head(const qlora__att_job *j, float *ws, int b, int h) {
+    const qlora_train *t = j->t;
+    const qlora__acts *a = j->a;
+    size_t T = (size_t)t->T, D = (size_t)t->D, qd = (size_t)t->qd, kvd = (size_t)t->kvd, BL = QLORA__ATT_BLK;
+    size_t nr = (size_t)j->ctx->kern->nr, Dp = (D + nr - 1) / nr * nr, Bp = (BL + nr - 1) / nr * nr;
+    int kvh = h / (t->H / t->Hkv);
+    float scale = 1.0f / sqrtf((float)D);
+    size_t qoff = (size_t)b * T * qd + (size_t)h * D, koff = (size_t)b * T * kvd + (size_t)kvh * D;
+    const float *Q = a->q + qoff, *K = a->k + koff, *V = a->v + koff, *O = a->o + qoff, *dO = t->dO + qoff;
+    float *dQ = t->dq + qoff, *dK = t->dk + koff, *dV = t->dv + koff;
+    const float *lse = a->lse + ((size_t)b * t->H + h) * T;
+    float *S = ws, *dP = S + BL * BL, *PT = dP + BL * BL, *dST = PT + BL * BL, *Dv = dST + BL * BL;
+    float *pkT = Dv + T, *pvT = pkT + D * Bp, *pk = pvT + D * Bp, *pdo = pk + BL * Dp, *pq = pdo + BL * Dp;
+    for (size_t i = 0; i < T; i++) {                        // Dv_i = dO_i . O_i  (= sum_j P_ij dP_ij)
+        float d = 0.0f;
+        for (size_t c = 0; c < D; c++) d += dO[i * qd + c] * O[i * qd + c];
+        Dv[i] = d;
+    }
+    for (size_t k0 = 0; k0 < T; k0 += BL) {
+        size_t nk = QLORA__MIN(BL, T - k0);
+        qlora__pack_nt(pkT, K, kvd, k0, nk, 0, D, nr);
+        qlora__pack_nt(pvT, V, kvd, k0, nk, 0, D, nr);
+        qlora__pack_nn(pk, K, kvd, k0, nk, 0, D, nr);
+        for (size_t q0 = k0 / BL * BL; q0 < T; q0 += BL) {
+            size_t nq = QLORA__MIN(BL, T - q0);
+            qlora__gemm_serial(j->ctx, Q + q0 * qd, qd, pkT, D, nk, nq, S, BL, 0);    // S  = Q K^T
+            qlora__gemm_serial(j->ctx, dO + q0 * qd, qd, pvT, D, nk, nq, dP, BL, 0);  // dP = dO V^T
+            for (size_t i = 0; i < nq; i++) {
+                size_t qi = q0 + i;
+                for (size_t c = 0; c < nk; c++) {
+                    float p = 0.0f, ds = 0.0f;
+                    if (k0 + c <= qi) {
+                        p = expf(S[i * BL + c] * scale - lse[qi]);
+                        ds = p * (dP[i * BL + c] - Dv[qi]) * scale;
+                    }
+                    dP[i * BL + c] = ds;
+                    PT[c * BL + i] = p;
+                    dST[c * BL + i] = ds;
+                }
+            }
+            qlora__pack_nn(pdo, dO, qd, q0, nq, 0, D, nr);
+            qlora__gemm_serial(j->ctx, PT, BL, pdo, nq, D, nk, dV + k0 * kvd, kvd, 1);    // dV += P^T dO
+            qlora__pack_nn(pq, Q, qd, q0, nq, 0, D, nr);
+            qlora__gemm_serial(j->ctx, dST, BL, pq, nq, D, nk, dK + k0 * kvd, kvd, 1);    // dK += dS^T Q
+            qlora__gemm_serial(j->ctx, dP, BL, pk, nk, D, nq, dQ + q0 * qd, qd, 1);       // dQ += dS K
+        }
+    }
+}
+
+static void qlora__attention_task(void *arg, int ith, int nth) {
+    const qlora__att_job *j = (const qlora__att_job *)arg;
+    const qlora_train *t = j->t;
+    int grp = t->H / t->Hkv;
+    float *ws = j->ctx->scratch + (size_t)ith * j->ctx->scratch_floats;
     size_t b0, e0;
     qlora__split((size_t)t->B * t->Hkv, ith, nth, &b0, &e0);
     for (size_t bk = b0; bk < e0; bk++) {
         int b = (int)(bk / (size_t)t->Hkv), kvh = (int)(bk % (size_t)t->Hkv);
         for (int h = kvh * grp; h < (kvh + 1) * grp; h++) {
-            float *att = a->att + (((size_t)b * H + h) * T) * T;              // (T, T)
-            for (int ti = 0; ti < T; ti++) {
-                size_t nq = (size_t)b * T + ti;
-                const float *q = a->q + nq * t->qd + (size_t)h * D;
-                float *ar = att + (size_t)ti * T;
-                if (!j->backward) {
-                    for (int s = 0; s <= ti; s++)
-                        ar[s] = j->dot(a->k + ((size_t)b * T + s) * t->kvd + (size_t)kvh * D, NULL, q, (size_t)D, 0) * scale;
-                    qlora__softmax(ar, ti + 1);
-                    for (int s = ti + 1; s < T; s++) ar[s] = 0.0f;
-                    float *o = a->o + nq * t->qd + (size_t)h * D;
-                    for (int i = 0; i < D; i++) o[i] = 0.0f;
-                    for (int s = 0; s <= ti; s++) qlora__axpy(o, a->v + ((size_t)b * T + s) * t->kvd + (size_t)kvh * D, ar[s], (size_t)D);
-                } else {
-                    const float *dout = t->dO + nq * t->qd + (size_t)h * D;
-                    float *dq = t->dq + nq * t->qd + (size_t)h * D;
-                    // datt[s] = dout . v_s ; dv_s += att[s] dout
-                    float sum = 0.0f;
-                    float *datt = t->tmp + (size_t)ith * T;   // per-thread row (tmp holds N*max >= nth*T)
-                    for (int s = 0; s <= ti; s++) {
-                        size_t kv_at = ((size_t)b * T + s) * t->kvd + (size_t)kvh * D;
-                        float d = j->dot(a->v + kv_at, NULL, dout, (size_t)D, 0);
-                        qlora__axpy(t->dv + kv_at, dout, ar[s], (size_t)D);
-                        datt[s] = d;
-                        sum += ar[s] * d;
-                    }
-                    for (int s = 0; s <= ti; s++) {                  // softmax backward, then the q.k products
-                        float ds = ar[s] * (datt[s] - sum) * scale;
-                        size_t kv_at = ((size_t)b * T + s) * t->kvd + (size_t)kvh * D;
-                        qlora__axpy(dq, a->k + kv_at, ds, (size_t)D);
-                        qlora__axpy(t->dk + kv_at, q, ds, (size_t)D);
-                    }
-                }
-            }
+            if (j->backward) qlora__attention_bwd_head(j, ws, b, h);
+            else qlora__attention_fwd_head(j, ws, b, h);
         }
     }
+}
+static qlora_result qlora__attention(qlora_ctx *ctx, qlora_train *t, qlora__acts *a, int backward) {
+    qlora__att_job aj = { t, a, backward, ctx, 0 };
+    qlora_result r = qlora__scratch_reserve(ctx, qlora__att_scratch(t, (size_t)ctx->kern->nr));
+    if (r != QLORA_OK) return r;
+    qlora_parallel_for(ctx, qlora__attention_task, &aj);
+    return QLORA_OK;
 }
 
 static const float *qlora__norm_w(qlora_train *t, const qlora_tensor *w) {
@@ -8168,27 +8496,26 @@ static qlora_result qlora__block_fwd(qlora_ctx *ctx, qlora_train *t, int l, qlor
     qlora_result r;
     const float *w = qlora__norm_w(t, &ly->attn_norm);
     if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "layer %d: attn_norm type", l);
-    qlora__rmsnorm_fwd(a->h1, a->rstd1, x, w, t->N, t->C, c->norm_eps);
+    qlora__rmsnorm_fwd(ctx, a->h1, a->rstd1, x, w, t->N, t->C, c->norm_eps);
     if ((r = qlora__lin_fwd(ctx, t, l, QLORA_MOD_Q, a->h1, t->C, a->q, a->lu[QLORA_MOD_Q])) != QLORA_OK) return r;
     if ((r = qlora__lin_fwd(ctx, t, l, QLORA_MOD_K, a->h1, t->C, a->k, a->lu[QLORA_MOD_K])) != QLORA_OK) return r;
     if ((r = qlora__lin_fwd(ctx, t, l, QLORA_MOD_V, a->h1, t->C, a->v, a->lu[QLORA_MOD_V])) != QLORA_OK) return r;
-    qlora__rope_rows(a->q, t->N, t->T, t->H, t->D, c, 1.0f);
-    qlora__rope_rows(a->k, t->N, t->T, t->Hkv, t->D, c, 1.0f);
-    qlora__att_job aj = { t, a, 0, qlora_ctx_dot(ctx, QLORA_TYPE_F32, NULL) };
-    qlora_parallel_for(ctx, qlora__attention_task, &aj);
+    qlora__rope_rows(ctx, t, a->q, t->H, 1.0f);
+    qlora__rope_rows(ctx, t, a->k, t->Hkv, 1.0f);
+    if ((r = qlora__attention(ctx, t, a, 0)) != QLORA_OK) return r;
     if ((r = qlora__lin_fwd(ctx, t, l, QLORA_MOD_O, a->o, t->qd, a->x1, a->lu[QLORA_MOD_O])) != QLORA_OK) return r;
-    for (size_t i = 0; i < NC; i++) a->x1[i] += x[i];
+    qlora__add(ctx, a->x1, x, NULL, 0.0f, t->N, t->C);
     w = qlora__norm_w(t, &ly->ffn_norm);
     if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "layer %d: ffn_norm type", l);
-    qlora__rmsnorm_fwd(a->h2, a->rstd2, a->x1, w, t->N, t->C, c->norm_eps);
+    qlora__rmsnorm_fwd(ctx, a->h2, a->rstd2, a->x1, w, t->N, t->C, c->norm_eps);
     if ((r = qlora__lin_fwd(ctx, t, l, QLORA_MOD_GATE, a->h2, t->C, a->g, a->lu[QLORA_MOD_GATE])) != QLORA_OK) return r;
     if ((r = qlora__lin_fwd(ctx, t, l, QLORA_MOD_UP, a->h2, t->C, a->u, a->lu[QLORA_MOD_UP])) != QLORA_OK) return r;
-    for (size_t i = 0; i < (size_t)t->N * t->F; i++) {
-        float g = a->g[i];
-        a->mm[i] = g / (1.0f + expf(-g)) * a->u[i];
-    }
+    qlora__rows sw;
+    memset(&sw, 0, sizeof sw);
+    sw.fn = qlora__swiglu_fwd_rows; sw.n = (size_t)t->N; sw.C = t->F; sw.y = a->mm; sw.a = a->g; sw.b = a->u;
+    qlora__par_rows(ctx, &sw);
     if ((r = qlora__lin_fwd(ctx, t, l, QLORA_MOD_DOWN, a->mm, t->F, y, a->lu[QLORA_MOD_DOWN])) != QLORA_OK) return r;
-    for (size_t i = 0; i < NC; i++) y[i] += a->x1[i];
+    qlora__add(ctx, y, a->x1, NULL, 0.0f, t->N, t->C);
     return QLORA_OK;
 }
 
@@ -8196,7 +8523,6 @@ static qlora_result qlora__block_fwd(qlora_ctx *ctx, qlora_train *t, int l, qlor
 static qlora_result qlora__block_bwd(qlora_ctx *ctx, qlora_train *t, int l, qlora__acts *a) {
     const qlora_model *m = t->m;
     const qlora_layer *ly = &m->layers[l];
-    const qlora_model_config *c = &m->cfg;
     size_t N = (size_t)t->N, NC = N * t->C;
     const float *x = t->xs + (size_t)l * NC;
     // MLP: y = x1 + down(mm); dres = dL/dx1 starts as dy
@@ -8204,17 +8530,16 @@ static qlora_result qlora__block_bwd(qlora_ctx *ctx, qlora_train *t, int l, qlor
     memset(t->dh, 0, N * t->F * sizeof(float));
     qlora_result r;
     if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_DOWN, a->mm, t->F, t->dx, a->lu[QLORA_MOD_DOWN], t->dh)) != QLORA_OK) return r;   // dh = dmm
-    for (size_t i = 0; i < N * t->F; i++) {
-        float g = a->g[i], sg = 1.0f / (1.0f + expf(-g)), dmm = t->dh[i];
-        t->du[i] = dmm * g * sg;
-        t->dg[i] = dmm * a->u[i] * sg * (1.0f + g * (1.0f - sg));
-    }
+    qlora__rows sw;
+    memset(&sw, 0, sizeof sw);
+    sw.fn = qlora__swiglu_bwd_rows; sw.n = (size_t)t->N; sw.C = t->F; sw.y = t->du; sw.rs = t->dg; sw.a = a->g; sw.b = a->u; sw.c = t->dh;
+    qlora__par_rows(ctx, &sw);
     memset(t->dh, 0, NC * sizeof(float));
     if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_GATE, a->h2, t->C, t->dg, a->lu[QLORA_MOD_GATE], t->dh)) != QLORA_OK) return r;
     if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_UP, a->h2, t->C, t->du, a->lu[QLORA_MOD_UP], t->dh)) != QLORA_OK) return r;
     const float *w = qlora__norm_w(t, &ly->ffn_norm);
     if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "layer %d: ffn_norm type", l);
-    qlora__rmsnorm_bwd(t->dres, t->dh, a->x1, w, a->rstd2, t->N, t->C);            // dres = dL/dx1
+    qlora__rmsnorm_bwd(ctx, t->dres, t->dh, a->x1, w, a->rstd2, t->N, t->C);            // dres = dL/dx1
     // attention: x1 = x + o_proj(att); dx = dres + ...
     memcpy(t->dx, t->dres, NC * sizeof(float));
     memset(t->dO, 0, N * t->qd * sizeof(float));
@@ -8222,17 +8547,16 @@ static qlora_result qlora__block_bwd(qlora_ctx *ctx, qlora_train *t, int l, qlor
     memset(t->dq, 0, N * t->qd * sizeof(float));
     memset(t->dk, 0, N * t->kvd * sizeof(float));
     memset(t->dv, 0, N * t->kvd * sizeof(float));
-    qlora__att_job aj = { t, a, 1, qlora_ctx_dot(ctx, QLORA_TYPE_F32, NULL) };
-    qlora_parallel_for(ctx, qlora__attention_task, &aj);
-    qlora__rope_rows(t->dq, t->N, t->T, t->H, t->D, c, -1.0f);
-    qlora__rope_rows(t->dk, t->N, t->T, t->Hkv, t->D, c, -1.0f);
+    if ((r = qlora__attention(ctx, t, a, 1)) != QLORA_OK) return r;
+    qlora__rope_rows(ctx, t, t->dq, t->H, -1.0f);
+    qlora__rope_rows(ctx, t, t->dk, t->Hkv, -1.0f);
     memset(t->dh, 0, NC * sizeof(float));
     if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_Q, a->h1, t->C, t->dq, a->lu[QLORA_MOD_Q], t->dh)) != QLORA_OK) return r;
     if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_K, a->h1, t->C, t->dk, a->lu[QLORA_MOD_K], t->dh)) != QLORA_OK) return r;
     if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_V, a->h1, t->C, t->dv, a->lu[QLORA_MOD_V], t->dh)) != QLORA_OK) return r;
     w = qlora__norm_w(t, &ly->attn_norm);
     if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "layer %d: attn_norm type", l);
-    qlora__rmsnorm_bwd(t->dx, t->dh, x, w, a->rstd1, t->N, t->C);
+    qlora__rmsnorm_bwd(ctx, t->dx, t->dh, x, w, a->rstd1, t->N, t->C);
     return QLORA_OK;
 }
 
@@ -8255,7 +8579,7 @@ QLORA__DEF qlora_result qlora_train_forward(qlora_ctx *ctx, qlora_train *t, cons
     const float *xl = t->xs + (size_t)m->cfg.n_layers * NC;
     const float *w = qlora__norm_w(t, &m->out_norm);
     if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "output_norm type");
-    qlora__rmsnorm_fwd(t->hf, t->rstdf, xl, w, t->N, t->C, m->cfg.norm_eps);
+    qlora__rmsnorm_fwd(ctx, t->hf, t->rstdf, xl, w, t->N, t->C, m->cfg.norm_eps);
     memset(t->dhf, 0, NC * sizeof(float));
     // lm_head + cross-entropy in chunks of tokens: the (N, V) logits never exist at once
     double total = 0;
@@ -8263,7 +8587,7 @@ QLORA__DEF qlora_result qlora_train_forward(qlora_ctx *ctx, qlora_train *t, cons
     for (size_t n0 = 0; n0 < N; n0 += (size_t)t->chunk) {
         size_t nc = QLORA__MIN((size_t)t->chunk, N - n0);
         float *lg = logits ? logits + n0 * V : t->lchunk;
-        if ((r = qlora_matmul(ctx, &m->output, t->hf + n0 * t->C, nc, lg)) != QLORA_OK) return r;
+        if ((r = qlora__gemm_w(ctx, &m->output, 1, t->hf + n0 * t->C, (size_t)t->C, nc, lg, (size_t)V, 0, t->bf16)) != QLORA_OK) return r;
         if (!labels) continue;
         int any = 0;
         for (size_t i = 0; i < nc; i++) {
@@ -8294,7 +8618,7 @@ QLORA__DEF qlora_result qlora_train_forward(qlora_ctx *ctx, qlora_train *t, cons
                 int32_t y = tpos + 1 < t->T ? labels[n + 1] : -100;
                 if (y == -100) memset(t->lchunk + i * V, 0, (size_t)V * sizeof(float));
             }
-            if ((r = qlora__matmul_t(ctx, &m->output, t->lchunk, nc, t->dhf + n0 * t->C)) != QLORA_OK) return r;
+            if ((r = qlora__matmul_t(ctx, &m->output, t->lchunk, nc, t->dhf + n0 * t->C, t->bf16)) != QLORA_OK) return r;
         }
     }
     if (!isfinite(total)) return QLORA__ERR(ctx, QLORA_ERR_NUMERIC, "train: loss is not finite (NaN/Inf)");
@@ -8312,7 +8636,7 @@ QLORA__DEF qlora_result qlora_train_backward(qlora_ctx *ctx, qlora_train *t) {
     memset(t->dx, 0, NC * sizeof(float));
     const float *w = qlora__norm_w(t, &m->out_norm);
     if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "output_norm type");
-    qlora__rmsnorm_bwd(t->dx, t->dhf, t->xs + (size_t)m->cfg.n_layers * NC, w, t->rstdf, t->N, t->C);
+    qlora__rmsnorm_bwd(ctx, t->dx, t->dhf, t->xs + (size_t)m->cfg.n_layers * NC, w, t->rstdf, t->N, t->C);
     for (int l = m->cfg.n_layers - 1; l >= 0; l--) {
         qlora__acts *a = &t->acts[t->ckpt ? 0 : l];
         if (t->ckpt) {                    // recompute block l from its saved input (same dropout masks)
@@ -8418,7 +8742,7 @@ static size_t qlora__batch_targets(const qlora_batch *b, int B, int T) {
 
 QLORA__DEF qlora_result qlora_eval_dataset(qlora_ctx *ctx, const qlora_model *m, const qlora_lora *l,
                                            const qlora_dataset *ds, int B, int T, double *mean_loss, size_t *n_targets) {
-    qlora_train_config tc = { B, T, 0 };
+    qlora_train_config tc = { B, T, 0, 0 };
     qlora_train *t = NULL;
     qlora_data_loader L;
     qlora_batch b;
@@ -8600,7 +8924,7 @@ QLORA__DEF qlora_result qlora_trainer_run(qlora_ctx *ctx, const qlora_model *m, 
     memset(&L, 0, sizeof L);
     qlora__trainer tr;
     memset(&tr, 0, sizeof tr);
-    qlora_train_config tc = { B, T, cfg.grad_checkpointing };
+    qlora_train_config tc = { B, T, cfg.grad_checkpointing, cfg.bf16 };
     if ((r = qlora_train_create(ctx, m, l, &tc, &t)) != QLORA_OK) goto done;
     seg = (size_t *)qlora__calloc(nseg ? nseg : 1, sizeof *seg);
     bs = QLORA__CALLOC_T(qlora_batch, (size_t)GA);

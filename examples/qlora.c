@@ -51,7 +51,8 @@ static const char *usage =
     "      adamw_8bit: bitsandbytes blockwise 8-bit state (blocks of 256, dynamic maps);\n"
     "      paged_*: on a CPU \"paged\" means the optimizer state lives in an mmap'ed file (in\n"
     "      --output-dir) that the OS can page out under memory pressure (bnb uses CUDA unified memory)\n"
-    "  --gradient-checkpointing --logging-steps 10 --save-steps S --save-total-limit K\n"
+    "  --gradient-checkpointing --bf16 (frozen-weight GEMMs in bf16 with f32 accumulation)\n"
+    "  --logging-steps 10 --save-steps S --save-total-limit K\n"
     "  --output-dir DIR (default qlora-out) --resume-from-checkpoint [DIR] --seed 42\n"
     "  Ctrl-C saves a checkpoint and exits; --resume-from-checkpoint continues exactly.\n";
 
@@ -59,7 +60,7 @@ typedef struct args {
     const char *cmd, *model, *text, *prompt, *prompt_ids, *tokenizer, *file, *data, *out, *quant, *adapter;
     const char *eval_data, *format, *field, *target_modules, *bias, *lr_sched, *optim, *output_dir, *resume, *to, *dtype, *model_opt;
     int n, top_k, threads, ids, chat, add_special, double_quant, blocksize, n_ctx, max_tokens, verbose;
-    int lora_r, batch, grad_accum, max_seq, warmup, grad_ckpt, logging, eval_steps, save_steps, save_limit;
+    int lora_r, batch, grad_accum, max_seq, warmup, grad_ckpt, bf16, logging, eval_steps, save_steps, save_limit;
     int packing, use_rslora, skip_long, resume_latest, eval_on_start;
     long max_steps, max_train_samples;
     float temp, top_p, offset_frac, lora_alpha, lora_dropout, num_epochs, validation_split;
@@ -135,7 +136,7 @@ static int parse_args(int argc, char **argv, args *a) {
         DBL("--learning-rate", lr, 1e-12, 10) DBL("--num-train-epochs", num_epochs, 1e-6, 1e6) DBL("--max-grad-norm", max_grad_norm, 0, 1e9)
         DBL("--weight-decay", weight_decay, 0, 10) DBL("--validation-split", validation_split, 0, 0.99)
         FLAG("--ids", ids) FLAG("--chat", chat) FLAG("--add-special", add_special) FLAG("--double-quant", double_quant)
-        FLAG("-v", verbose) FLAG("--verbose", verbose) FLAG("--gradient-checkpointing", grad_ckpt) FLAG("--packing", packing)
+        FLAG("-v", verbose) FLAG("--verbose", verbose) FLAG("--gradient-checkpointing", grad_ckpt) FLAG("--bf16", bf16) FLAG("--packing", packing)
         FLAG("--use-rslora", use_rslora) FLAG("--skip-long-prompts", skip_long) FLAG("--eval-on-start", eval_on_start)
         else if (!strcmp(f, "--seed")) { NEEDV(); a->seed = strtoull(v, NULL, 10); }
         else if (!strcmp(f, "--resume-from-checkpoint")) {               // optional value
@@ -344,7 +345,7 @@ static int cmd_finetune(qlora_ctx *ctx, qlora_model *m, const args *a) {
         printf("trainable params: %zu || all params: %zu || trainable%%: %.4f\n", l->n_params, all, 100.0 * (double)l->n_params / (double)all);
         fflush(stdout);
     }
-    tc.batch = a->batch; tc.seq_len = a->max_seq; tc.grad_checkpointing = a->grad_ckpt; tc.grad_accum = a->grad_accum;
+    tc.batch = a->batch; tc.seq_len = a->max_seq; tc.grad_checkpointing = a->grad_ckpt; tc.bf16 = a->bf16; tc.grad_accum = a->grad_accum;
     tc.max_steps = a->max_steps > 0 ? a->max_steps : 0; tc.num_epochs = a->num_epochs; tc.learning_rate = a->lr;
     tc.warmup_steps = a->warmup; tc.max_grad_norm = a->max_grad_norm > 0 ? a->max_grad_norm : -1;
     tc.optim.weight_decay = a->weight_decay; tc.optim.paged_dir = outdir;
@@ -353,7 +354,7 @@ static int cmd_finetune(qlora_ctx *ctx, qlora_model *m, const args *a) {
     progress pg = { isatty(2), 0 };
     tc.on_event = on_event; tc.user = &pg; tc.interrupt = &g_interrupt;
     {
-        qlora_train_config shape = { tc.batch, tc.seq_len, tc.grad_checkpointing };
+        qlora_train_config shape = { tc.batch, tc.seq_len, tc.grad_checkpointing, tc.bf16 };
         qlora_train_memory_plan plan;
         qlora_train_memory(m, l, &shape, &plan);
         size_t nseg = qlora_lora_segments(l, NULL, 0);

@@ -29,19 +29,32 @@ static double rel(const relerr *e) { return sqrt(e->num / (e->den > 0 ? e->den :
 #define REPORT(name, e, bound) do { double r_ = rel(&(e)); fprintf(stderr, "%-44s rel err %.2e (bound %.0e)\n", name, r_, (double)(bound)); CHECK(r_ < (bound)); } while (0)
 
 /* ---- single ops ------------------------------------------------------------------------------- */
+static qlora_ctx *g_ctx;
 enum { NN = 3, CC = 24 };
 static float g_x[NN * CC], g_w[CC], g_c[NN * CC], g_y[NN * CC], g_r[NN];
 static double obj_rmsnorm(void *u) {
     (void)u;
-    qlora__rmsnorm_fwd(g_y, g_r, g_x, g_w, NN, CC, 1e-5f);
+    qlora__rmsnorm_fwd(g_ctx, g_y, g_r, g_x, g_w, NN, CC, 1e-5f);
     double s = 0; for (int i = 0; i < NN * CC; i++) s += (double)g_c[i] * g_y[i];
     return s;
 }
 static qlora_model_config g_rc;
+static qlora_model g_rm;                  /* rope reads the config and the (T, rope_dim/2) tables of a train state */
+static qlora_train g_rt;
+static float g_cos[NN * 4], g_sin[NN * 4];
+static void rope_setup(void) {
+    g_rm.cfg = g_rc;
+    g_rt.m = &g_rm; g_rt.N = NN; g_rt.T = NN; g_rt.D = 8; g_rt.rope_cos = g_cos; g_rt.rope_sin = g_sin;
+    for (int p = 0; p < NN; p++)
+        for (int i = 0; i < 4; i++) {
+            float ang = (float)p * qlora__rope_freq(&g_rc, i);
+            g_cos[p * 4 + i] = cosf(ang); g_sin[p * 4 + i] = sinf(ang);
+        }
+}
 static double obj_rope(void *u) {
     (void)u;
     memcpy(g_y, g_x, sizeof g_x);
-    qlora__rope_rows(g_y, NN, NN, 3, 8, &g_rc, 1.0f);
+    qlora__rope_rows(g_ctx, &g_rt, g_y, 3, 1.0f);
     double s = 0; for (int i = 0; i < NN * CC; i++) s += (double)g_c[i] * g_y[i];
     return s;
 }
@@ -58,15 +71,16 @@ static void test_ops(void) {
     for (int i = 0; i < CC; i++) g_w[i] = 1.0f + 0.3f * frand();
     obj_rmsnorm(NULL);
     float dx[NN * CC] = { 0 };
-    qlora__rmsnorm_bwd(dx, g_c, g_x, g_w, g_r, NN, CC);
+    qlora__rmsnorm_bwd(g_ctx, dx, g_c, g_x, g_w, g_r, NN, CC);
     for (int i = 0; i < NN * CC; i++) acc(&e, dx[i], numgrad(obj_rmsnorm, NULL, &g_x[i], 1e-2f));
     REPORT("rmsnorm backward", e, 2e-3);
 
     memset(&g_rc, 0, sizeof g_rc);
     g_rc.rope_theta = 10000.0f; g_rc.rope_dim = 8; g_rc.head_dim = 8;
+    rope_setup();
     e.num = e.den = 0;
     memcpy(dx, g_c, sizeof dx);
-    qlora__rope_rows(dx, NN, NN, 3, 8, &g_rc, -1.0f);           /* backward = inverse rotation of dy */
+    qlora__rope_rows(g_ctx, &g_rt, dx, 3, -1.0f);           /* backward = inverse rotation of dy */
     for (int i = 0; i < NN * CC; i++) acc(&e, dx[i], numgrad(obj_rope, NULL, &g_x[i], 1e-2f));
     REPORT("rope backward", e, 2e-3);
 
@@ -80,7 +94,6 @@ static void test_ops(void) {
 }
 
 /* ---- the frozen quantized linear: dX = dY deq(W) for every weight format ---------------------- */
-static qlora_ctx *g_ctx;
 static qlora_tensor g_W;
 static float g_X[4 * 96], g_Y[4 * 80], g_dY[4 * 80];
 static double obj_lin(void *u) {
@@ -101,7 +114,7 @@ static void test_frozen_linear(void) {
             CHECK(qlora_tensor_quantize(&src, types[k], 64, dq, &g_W) == QLORA_OK);
             fill(g_X, 4 * 96, 1.0f); fill(g_dY, 4 * 80, 1.0f);
             float dX[4 * 96] = { 0 };
-            qlora__matmul_t(g_ctx, &g_W, g_dY, 4, dX);
+            qlora__matmul_t(g_ctx, &g_W, g_dY, 4, dX, 0);
             relerr e = { 0, 0 };
             for (int i = 0; i < 4 * 96; i += 7) acc(&e, dX[i], numgrad(obj_lin, NULL, &g_X[i], 1e-2f));
             char name[64];
@@ -147,7 +160,7 @@ static void test_model(const char *path, qlora_type quant, int dq, unsigned mask
     CHECK(qlora_lora_create(g_ctx, m, &lc, &l) == QLORA_OK);
     fill(l->params, l->n_params, 0.05f);                 /* nonzero B so that A receives gradient */
     for (int i = 0; i < l->n_mods; i++) for (int j = 0; j < l->cfg.r * l->mods[i].in; j++) l->mods[i].A[j] *= 4;
-    qlora_train_config tc = { 2, 7, ckpt };
+    qlora_train_config tc = { 2, 7, ckpt, 0 };
     qlora_train *t = NULL;
     CHECK(qlora_train_create(g_ctx, m, l, &tc, &t) == QLORA_OK);
     int32_t tok[14], lab[14];
@@ -175,6 +188,43 @@ static void test_model(const char *path, qlora_type quant, int dq, unsigned mask
     qlora_model_free(m);
 }
 
+/* --bf16: the frozen-weight GEMMs round their operands to bf16 (f32 sums). The loss and every LoRA
+ * gradient stay within bf16 precision of the f32 run (norm-wise relative error). */
+static void test_bf16(const char *path) {
+    qlora_model *m = NULL;
+    if (qlora_model_load(g_ctx, path, NULL, &m) != QLORA_OK) { qt_missing(path); return; }
+    CHECK(qlora_model_quantize(g_ctx, m, QLORA_TYPE_NF4, 64, 1) == QLORA_OK);
+    qlora_lora_config lc = { 4, 8.0f, 0, QLORA_MODS_ALL_LINEAR, QLORA_BIAS_NONE, 0, 7 };
+    qlora_lora *l = NULL;
+    CHECK(qlora_lora_create(g_ctx, m, &lc, &l) == QLORA_OK);
+    fill(l->params, l->n_params, 0.05f);
+    int32_t tok[64], lab[64];
+    for (int i = 0; i < 64; i++) { tok[i] = 3 + (int32_t)((i * 37 + 11) % 400); lab[i] = tok[i]; }
+    float *g[2];
+    double loss[2];
+    for (int b = 0; b < 2; b++) {
+        qlora_train_config tc = { 2, 32, 1, b };
+        qlora_train *t = NULL;
+        CHECK(qlora_train_create(g_ctx, m, l, &tc, &t) == QLORA_OK);
+        int n;
+        qlora_lora_zero_grad(l);
+        CHECK(qlora_train_forward(g_ctx, t, tok, lab, 1.0f, 5, &loss[b], &n, NULL) == QLORA_OK);
+        CHECK(qlora_train_backward(g_ctx, t) == QLORA_OK);
+        g[b] = (float *)malloc(sizeof(float) * l->n_params);
+        memcpy(g[b], l->grads, sizeof(float) * l->n_params);
+        qlora_train_free(t);
+    }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < l->n_params; i++) { double d = (double)g[1][i] - g[0][i]; num += d * d; den += (double)g[0][i] * g[0][i]; }
+    double rel = sqrt(num / (den + 1e-30)), lrel = fabs(loss[1] - loss[0]) / fabs(loss[0]);
+    printf("%-44s grad rel err %.2e, loss rel err %.2e (bounds 3e-02, 1e-02)\n", "bf16 GEMMs vs f32 (nf4+dq, all-linear, ckpt)", rel, lrel);
+    CHECK(rel < 3e-2 && den > 0);
+    CHECK(lrel < 1e-2);
+    free(g[0]); free(g[1]);
+    qlora_lora_free(l);
+    qlora_model_free(m);
+}
+
 int main(void) {
     qlora_ctx_config cc = {0};
     cc.n_threads = 2;
@@ -190,6 +240,7 @@ int main(void) {
     test_model(s, QLORA_TYPE_NF4, 0, QLORA_MODS_ALL_LINEAR, QLORA_BIAS_LORA_ONLY, 0, 0, 1, "qkv-bias llama + LoRA, bias=lora_only", 1e-2);
     test_model(s, QLORA_TYPE_NF4, 0, QLORA_MODS_ALL_LINEAR, QLORA_BIAS_ALL, 0, 1, 1, "qkv-bias llama + LoRA, bias=all + ckpt", 1e-2);
     test_model(s, QLORA_TYPE_NF4, 0, QLORA_MODS_ALL_LINEAR, QLORA_BIAS_NONE, 0, 0, 1, "qkv-bias llama + LoRA, bias=none", 1e-2);
+    test_bf16(s);
     qlora_ctx_destroy(g_ctx);
     return QT_DONE("test_grad");
 }

@@ -28,6 +28,7 @@ static unsigned g_cpu;
 static int cpu_has(qlora_isa isa) {
     if (isa == QLORA_ISA_AVX2) return (g_cpu & QLORA_CPU_AVX2) != 0;
     if (isa == QLORA_ISA_AVX512) return (g_cpu & QLORA_CPU_AVX512) != 0;
+    if (isa == QLORA_ISA_AVX512BF16) return (g_cpu & QLORA_CPU_AVX512BF16) != 0;
     if (isa == QLORA_ISA_NEON) return (g_cpu & QLORA_CPU_NEON) != 0;
     return 1;
 }
@@ -199,6 +200,86 @@ static void test_gemm_kernel(const kentry *k) {
                             double err = fabs((double)got - e);
                             CHECK_MSG(err <= QLORA_DOT_TOLERANCE * S + 1e-30, "%s m=%d n=%d K=%zu acc=%d (%d,%zu): %.9g vs %.9g",
                                       k->name, m, n, K, acc, i, j, got, e);
+                            if (S > 0 && err / S > worst) worst = err / S;
+                        }
+                    cases++;
+                }
+        free(A); free(B); free(C); free(C0);
+    }
+    printf("  %-32s %dx%d, %3d cases, worst |err|/S = %.2e\n", k->name, MR, NR, cases, worst);
+}
+
+// ---- 1e. bf16: the pair converter is round-to-nearest-even, the GEMM sums the bf16 products ----
+static void test_cvt_kernel(const kentry *k) {
+    qlora_cvt_bf16_fn fn = (qlora_cvt_bf16_fn)k->fn;
+    size_t ns[] = { 1, 2, 15, 16, 17, 31, 32, 33, 63, 100, 1537 };
+    int cases = 0;
+    for (size_t in = 0; in < sizeof ns / sizeof ns[0]; in++) {
+        size_t n = ns[in], np = (n + 1) / 2;
+        float *x = (float *)malloc(sizeof(float) * n);
+        uint32_t *got = (uint32_t *)malloc(sizeof(uint32_t) * (np + 1)), *want = (uint32_t *)malloc(sizeof(uint32_t) * np);
+        for (size_t i = 0; i < n; i++) x[i] = rnd_f(-3, 3) * (i % 7 == 0 ? 1e-3f : 1.0f);
+        if (n > 3) { x[1] = 1.00390625f; x[2] = 1.01171875f; x[3] = -0.0f; }   // exact ties: to even
+        if (n > 5) { uint32_t nan = 0x7fc00001u; memcpy(&x[5], &nan, 4); }
+        for (size_t p = 0; p < np; p++)
+            want[p] = (uint32_t)qlora__f32_to_bf16(x[2 * p]) | (2 * p + 1 < n ? (uint32_t)qlora__f32_to_bf16(x[2 * p + 1]) << 16 : 0u);
+        got[np] = 0xdeadbeefu;
+        fn(x, n, got);
+        size_t bad = 0;
+        for (size_t p = 0; p < np; p++) {
+            if (got[p] == want[p]) continue;
+            // a NaN must stay a NaN (payload bits may differ between instructions)
+            int nan_ok = 1;
+            for (int h = 0; h < 2; h++) {
+                uint16_t g = (uint16_t)(got[p] >> (16 * h)), w = (uint16_t)(want[p] >> (16 * h));
+                if (g != w && !((w & 0x7fff) > 0x7f80 && (g & 0x7fff) > 0x7f80)) nan_ok = 0;
+            }
+            if (!nan_ok) bad++;
+        }
+        CHECK_MSG(bad == 0, "%s n=%zu: %zu of %zu pairs differ from qlora__f32_to_bf16", k->name, n, bad, np);
+        CHECK_MSG(got[np] == 0xdeadbeefu, "%s n=%zu: wrote past the end", k->name, n);
+        cases++;
+        free(x); free(got); free(want);
+    }
+    printf("  %-32s %2d cases, bit-exact\n", k->name, cases);
+}
+
+static float bf(uint32_t v, int hi) { return qlora__bf16_to_f32((uint16_t)(hi ? v >> 16 : v)); }
+static void test_gemm_bf16_kernel(const kentry *k) {
+    qlora_gemm_bf16_fn fn = (qlora_gemm_bf16_fn)k->fn;
+    int MR = k->mr, NR = k->nr, cases = 0;
+    double worst = 0;
+    size_t Ks[] = { 0, 1, 3, 32, 289 };   // pairs
+    for (size_t ik = 0; ik < 5; ik++) {
+        size_t K2 = Ks[ik], lda = K2 + 3, ldc = (size_t)NR + 5;
+        uint32_t *A = (uint32_t *)malloc(sizeof(uint32_t) * ((size_t)MR * lda + 1));
+        uint32_t *B = (uint32_t *)malloc(sizeof(uint32_t) * (K2 * (size_t)NR + 1));
+        float *C = (float *)malloc(sizeof(float) * (size_t)MR * ldc), *C0 = (float *)malloc(sizeof(float) * (size_t)MR * ldc);
+        for (size_t i = 0; i < (size_t)MR * lda; i++) A[i] = (uint32_t)qlora__f32_to_bf16(rnd_f(-1, 1)) | (uint32_t)qlora__f32_to_bf16(rnd_f(-1, 1)) << 16;
+        for (int m = 1; m <= MR; m++)
+            for (int n = 1; n <= NR; n += (n < 3 || n >= NR - 2) ? 1 : NR / 4)
+                for (int acc = 0; acc <= 1; acc++) {
+                    for (size_t i = 0; i < K2 * (size_t)NR; i++)
+                        B[i] = (i % (size_t)NR) < (size_t)n ? ((uint32_t)qlora__f32_to_bf16(rnd_f(-1, 1)) | (uint32_t)qlora__f32_to_bf16(rnd_f(-1, 1)) << 16) : 0u;
+                    for (size_t i = 0; i < (size_t)MR * ldc; i++) C0[i] = C[i] = acc ? rnd_f(-1, 1) : NAN;
+                    for (size_t i = 0; i < (size_t)MR * ldc; i++) if ((int)(i / ldc) >= m || (int)(i % ldc) >= n) C0[i] = C[i] = -777.0f;
+                    fn(K2, A, lda, B, C, ldc, m, n, acc);
+                    for (int i = 0; i < MR; i++)
+                        for (size_t j = 0; j < ldc; j++) {
+                            float got = C[(size_t)i * ldc + j];
+                            if (i >= m || (int)j >= n) {
+                                CHECK_MSG(got == -777.0f, "%s m=%d n=%d K2=%zu: wrote outside the tile at (%d, %zu)", k->name, m, n, K2, i, j);
+                                continue;
+                            }
+                            double e = acc ? (double)C0[(size_t)i * ldc + j] : 0.0, S = fabs(e);
+                            for (size_t p = 0; p < K2; p++)
+                                for (int h = 0; h < 2; h++) {
+                                    double pr = (double)bf(A[(size_t)i * lda + p], h) * bf(B[p * (size_t)NR + j], h);
+                                    e += pr; S += fabs(pr);
+                                }
+                            double err = fabs((double)got - e);
+                            CHECK_MSG(err <= QLORA_DOT_TOLERANCE * S + 1e-30, "%s m=%d n=%d K2=%zu acc=%d (%d,%zu): %.9g vs %.9g",
+                                      k->name, m, n, K2, acc, i, j, got, e);
                             if (S > 0 && err / S > worst) worst = err / S;
                         }
                     cases++;
@@ -422,13 +503,24 @@ static void test_gemm_case(qlora_ctx **ctxs, int nctx, qlora_type t, size_t ne0,
             if (S[i] > 0 && err / S[i] > worst) worst = err / S[i];
         }
         memcpy(dX, dXin, sizeof(float) * T * ne0);
-        CHECK(qlora__gemm_w(ctxs[ci], &c.W, 0, G, rows, T, dX, ne0, 1) == QLORA_OK);
+        CHECK(qlora__gemm_w(ctxs[ci], &c.W, 0, G, rows, T, dX, ne0, 1, 0) == QLORA_OK);
         for (size_t i = 0; i < T * ne0; i++) {
             double err = fabs((double)dX[i] - xn[i]);
             CHECK_MSG(err <= QLORA_DOT_TOLERANCE * Sx[i] + 1e-30, "gemm bwd %s ne0=%zu bs=%d ctx %d [%zu]: %.9g vs %.9g",
                       qlora_type_name(t), ne0, bs, ci, i, dX[i], xn[i]);
             if (Sx[i] > 0 && err / Sx[i] > worstb) worstb = err / Sx[i];
         }
+        // bf16 operands (--bf16): within bf16 rounding (2 x 2^-8 per product) of the exact sums
+        for (size_t i = 0; i < T * rows; i++) Y[i] = NAN;
+        CHECK(qlora__gemm_w(ctxs[ci], &c.W, 1, X, ne0, T, Y, rows, 0, 1) == QLORA_OK);
+        for (size_t i = 0; i < T * rows; i++)
+            CHECK_MSG(fabs((double)Y[i] - yn[i]) <= 1e-2 * S[i] + 1e-30, "gemm bf16 fwd %s ctx %d [%zu]: %.9g vs %.9g", qlora_type_name(t), ci, i, Y[i], yn[i]);
+        memcpy(dX, dXin, sizeof(float) * T * ne0);
+        CHECK(qlora__gemm_w(ctxs[ci], &c.W, 0, G, rows, T, dX, ne0, 1, 1) == QLORA_OK);
+        for (size_t i = 0; i < T * ne0; i++)
+            CHECK_MSG(fabs((double)dX[i] - xn[i]) <= 1e-2 * Sx[i] + 1e-30, "gemm bf16 bwd %s ctx %d [%zu]: %.9g vs %.9g", qlora_type_name(t), ci, i, dX[i], xn[i]);
+        memcpy(dX, dXin, sizeof(float) * T * ne0);
+        CHECK(qlora__gemm_w(ctxs[ci], &c.W, 0, G, rows, T, dX, ne0, 1, 0) == QLORA_OK);
         if (ci == 0) { memcpy(Y0, Y, sizeof(float) * T * rows); memcpy(dX0, dX, sizeof(float) * T * ne0); }
         if (ci == 1 || ci == 2) {
             CHECK_MSG(memcmp(Y0, Y, sizeof(float) * T * rows) == 0, "gemm fwd %s: threads differ", qlora_type_name(t));
@@ -552,7 +644,10 @@ int main(int argc, char **argv) {
         if (!cpu_has(registry[i].isa)) { printf("  %-32s SKIP (cpu lacks %s)\n", registry[i].name, qlora_isa_name(registry[i].isa)); continue; }
         if (registry[i].op == QLORA_OP_DOT) test_kernel(&registry[i]);
         else if (registry[i].op == QLORA_OP_DEQ) test_deq_kernel(&registry[i]);
-        else test_gemm_kernel(&registry[i]);
+        else if (registry[i].op == QLORA_OP_GEMM) test_gemm_kernel(&registry[i]);
+        else if (registry[i].op == QLORA_OP_GEMM_BF16) test_gemm_bf16_kernel(&registry[i]);
+        else if (registry[i].op == QLORA_OP_CVT_BF16) test_cvt_kernel(&registry[i]);
+        else CHECK_MSG(0, "%s: no test for this op", registry[i].name);
     }
     test_ref_is_deq();
     test_dispatch();

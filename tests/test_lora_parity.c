@@ -94,7 +94,7 @@ static void run_case(const char *base, const char *model_path, const char *varia
         const qlora_st_tensor *glog = need(out, "logits"), *gloss = need(out, "loss"), *glosses = need(out, "losses");
         if (!ids || !lab || !glog || !gloss || !glosses) goto done;
         int B = (int)ids->shape[0], T = (int)ids->shape[1], V = m->cfg.vocab_size;
-        qlora_train_config tc = { B, T, 0 };
+        qlora_train_config tc = { B, T, 0, 0 };
         qlora_train *t = NULL;
         CHECK(qlora_train_create(ctx, m, l, &tc, &t) == QLORA_OK);
         if (!t) goto done;
