@@ -5386,21 +5386,38 @@ QLORA__DEF qlora_result qlora_model_load(qlora_ctx *ctx, const char *path, const
 }
 
 // >>model-quantize
+static qlora_tensor *qlora__mq_tensor(qlora_model *m, size_t k) {
+    qlora_layer *ly = &m->layers[k / 7];
+    qlora_tensor *ts[] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down };
+    return ts[k % 7];
+}
+typedef struct qlora__mq_job { qlora_model *m; qlora_type t; int bs, dq; qlora_tensor *out; qlora_result *res; } qlora__mq_job;
+static void qlora__mq_task(void *arg, int ith, int nth) {
+    qlora__mq_job *j = (qlora__mq_job *)arg;
+    for (size_t k = (size_t)ith; k < (size_t)j->m->cfg.n_layers * 7; k += (size_t)nth)
+        j->res[k] = qlora_tensor_quantize(qlora__mq_tensor(j->m, k), j->t, j->bs, j->dq, &j->out[k]);
+}
 QLORA__DEF qlora_result qlora_model_quantize(qlora_ctx *ctx, qlora_model *m, qlora_type t, int blocksize, int double_quant) {
     if (!qlora_type_is_bnb(t) && t != QLORA_TYPE_F32 && t != QLORA_TYPE_F16 && t != QLORA_TYPE_BF16)
         return QLORA__ERR(ctx, QLORA_ERR_INVALID_ARG, "quantize: target type %s must be nf4, fp4, int4, int8, f32, f16 or bf16", qlora_type_name(t));
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        qlora_layer *ly = &m->layers[l];
-        qlora_tensor *ts[] = { &ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down };
-        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
-            qlora_tensor q;
-            qlora_result r = qlora_tensor_quantize(ts[i], t, blocksize, double_quant, &q);
-            if (r != QLORA_OK) return QLORA__ERR(ctx, r, "quantize layer %d tensor %zu to %s (blocksize %d): %s", l, i, qlora_type_name(t), blocksize, qlora_result_string(r));
-            qlora_tensor_free(ts[i]);
-            *ts[i] = q;
-        }
+    // Every (layer, linear) tensor is an independent job; threads take them round-robin and the
+    // results are swapped in afterwards, in order (identical for any thread count).
+    size_t n = (size_t)m->cfg.n_layers * 7;
+    qlora__mq_job j = { m, t, blocksize, double_quant, QLORA__CALLOC_T(qlora_tensor, n ? n : 1), QLORA__CALLOC_T(qlora_result, n ? n : 1) };
+    if (!j.out || !j.res) { QLORA__FREE(j.out); QLORA__FREE(j.res); return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "quantize: out of memory"); }
+    qlora_parallel_for(ctx, qlora__mq_task, &j);
+    qlora_result r = QLORA_OK;
+    for (size_t k = 0; k < n; k++) {
+        if (j.res[k] != QLORA_OK && r == QLORA_OK)
+            r = QLORA__ERR(ctx, j.res[k], "quantize layer %d tensor %zu to %s (blocksize %d): %s", (int)(k / 7), k % 7, qlora_type_name(t), blocksize, qlora_result_string(j.res[k]));
+        if (r != QLORA_OK) { qlora_tensor_free(&j.out[k]); continue; }
+        qlora_tensor *dst = qlora__mq_tensor(m, k);
+        qlora_tensor_free(dst);
+        *dst = j.out[k];
     }
-    return QLORA_OK;
+    QLORA__FREE(j.out);
+    QLORA__FREE(j.res);
+    return r;
 }
 
 static size_t qlora__tensor_bytes_all(const qlora_tensor *t) {
@@ -8001,6 +8018,7 @@ struct qlora_train {
     float *dlu;                 // (N, r)
     float *wt;                  // (r, N + max(C, F, qd)) LoRA weight-gradient scratch
     float *rope_cos, *rope_sin; // (T, rope_dim / 2) rotation of position t, pair i
+    double *rowloss;            // (chunk) per-token losses of a logits chunk
     float *rstdf, *hf;          // (N) (N, C) final norm
     float *dhf;                 // (N, C)
     float *lchunk;              // (chunk, V) logits chunk
@@ -8027,7 +8045,7 @@ static size_t qlora__train_scratch_floats(const qlora_train *t) {
     size_t N = (size_t)t->N, mx = (size_t)QLORA__MAX(t->C, QLORA__MAX(t->F, t->qd));
     return 2 * N * t->C + 2 * N * t->qd + 2 * N * t->kvd + 2 * N * t->F + 3 * N * mx +
            N * (size_t)(t->r > 0 ? t->r : 1) + N + 2 * N * t->C + (size_t)t->chunk * t->V + (size_t)t->C +
-           (size_t)(t->r > 0 ? t->r : 1) * (N + mx) + 2 * (size_t)t->T * (size_t)(t->m->cfg.rope_dim / 2);
+           (size_t)(t->r > 0 ? t->r : 1) * (N + mx) + 2 * (size_t)t->T * (size_t)(t->m->cfg.rope_dim / 2) + 2 * (size_t)t->chunk + 1;
 }
 
 static void qlora__train_dims(qlora_train *t, const qlora_model *m, const qlora_lora *l, const qlora_train_config *cfg) {
@@ -8038,7 +8056,9 @@ static void qlora__train_dims(qlora_train *t, const qlora_model *m, const qlora_
     t->qd = t->H * t->D; t->kvd = t->Hkv * t->D; t->V = c->vocab_size;
     t->r = l ? l->cfg.r : 0;
     t->lora = (qlora_lora *)(uintptr_t)l;
-    t->chunk = QLORA__MIN(t->N, 64);
+    // lm_head + loss run over chunks of tokens: ~64 MiB of logits per chunk (at least 64 tokens),
+    // so the head's weights are streamed (and dequantized) a few times per step, not N / 64 times
+    t->chunk = QLORA__MIN(t->N, QLORA__MAX(64, (int)(((size_t)1 << 26) / (4 * (size_t)QLORA__MAX(t->V, 1)) / 64 * 64)));
 }
 
 QLORA__DEF void qlora_train_memory(const qlora_model *m, const qlora_lora *l, const qlora_train_config *cfg, qlora_train_memory_plan *plan) {
@@ -8103,6 +8123,8 @@ QLORA__DEF qlora_result qlora_train_create(qlora_ctx *ctx, const qlora_model *m,
     QLORA__CARVE(t->wt, (size_t)(t->r > 0 ? t->r : 1) * (N + mx));
     int half = m->cfg.rope_dim / 2;
     QLORA__CARVE(t->rope_cos, (size_t)t->T * half); QLORA__CARVE(t->rope_sin, (size_t)t->T * half);
+    if ((size_t)(p - t->arena) & 1) p++;                   // 8-byte alignment for the doubles
+    t->rowloss = (double *)(void *)p; p += 2 * (size_t)t->chunk;
     for (int pos = 0; pos < t->T; pos++) {
         float pp = (float)pos;
         if (m->cfg.rope_scaling == QLORA_ROPE_SCALING_LINEAR && m->cfg.rope_factor > 0) pp /= m->cfg.rope_factor;
@@ -8113,7 +8135,7 @@ QLORA__DEF qlora_result qlora_train_create(qlora_ctx *ctx, const qlora_model *m,
         }
     }
 #undef QLORA__CARVE
-    QLORA_ASSERT((size_t)(p - t->arena) == total);
+    QLORA_ASSERT((size_t)(p - t->arena) <= total);
     *out = t;
     return QLORA_OK;
 }
@@ -8131,6 +8153,9 @@ struct qlora__rows {
     float f;                               // eps, sign, scale, p ...
     uint64_t seed;
     const qlora_train *t;
+    const int32_t *lab;                    // cross-entropy: labels, first row, per-row loss out
+    size_t off;
+    double *dl;
 };
 static void qlora__rows_task(void *arg, int ith, int nth) {
     const qlora__rows *j = (const qlora__rows *)arg;
@@ -8238,12 +8263,41 @@ static void qlora__swiglu_bwd_rows(const qlora__rows *j, size_t r0, size_t r1) {
     }
 }
 
+// Fused softmax cross-entropy of logits rows a (V = C wide) against the shifted labels: dl[i] =
+// logsumexp - logit[y] (NAN where the target is -100); with f = grad_scale != 0, y = f * (softmax -
+// onehot) (may alias a; rows without a target get zeros). exp in float, sums in double.
+static void qlora__ce_rows(const qlora__rows *j, size_t r0, size_t r1) {
+    size_t V = (size_t)j->C;
+    for (size_t i = r0; i < r1; i++) {
+        size_t n = j->off + i;
+        int tpos = (int)(n % (size_t)j->T);
+        int32_t y = tpos + 1 < j->T ? j->lab[n + 1] : -100;      // shift: t predicts label t + 1
+        const float *row = j->a + i * V;
+        float *d = j->y + i * V;
+        if (y < 0) { j->dl[i] = NAN; if (j->f != 0.0f) memset(d, 0, V * sizeof(float)); continue; }
+        float mx = row[0], ry = row[y];
+        for (size_t v = 1; v < V; v++) if (row[v] > mx) mx = row[v];
+        double se = 0;
+        if (j->f != 0.0f) {
+            for (size_t v = 0; v < V; v++) { float e = expf(row[v] - mx); d[v] = e; se += (double)e; }
+            float k = (float)((double)j->f / se);
+            for (size_t v = 0; v < V; v++) d[v] *= k;
+            d[y] -= j->f;
+        } else {
+            for (size_t v = 0; v < V; v++) se += (double)expf(row[v] - mx);
+        }
+        j->dl[i] = (double)mx + log(se) - (double)ry;
+    }
+}
+
 // LoRA dropout: a counter-based hash, so forward, recompute and backward agree bit for bit.
 // y = dropout(a): zero with probability p (= f), else a / (1 - p); element index i = row * C + col.
 static void qlora__dropout_rows(const qlora__rows *j, size_t r0, size_t r1) {
     float p = j->f, keep = 1.0f / (1.0f - p);
-    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++) {
-        float u = (float)(qlora__mix64(j->seed + i * 0x9E3779B97F4A7C15ull) >> 40) / 16777216.0f;
+    uint64_t h = 0, hk = (uint64_t)-1;
+    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++) {   // one hash, two 24-bit uniforms
+        if ((i >> 1) != hk) { hk = i >> 1; h = qlora__mix64(j->seed + hk * 0x9E3779B97F4A7C15ull); }
+        float u = (float)((i & 1) ? (h >> 8) & 0xffffffu : h >> 40) / 16777216.0f;
         j->y[i] = u < p ? 0.0f : j->a[i] * keep;
     }
 }
@@ -8590,36 +8644,23 @@ QLORA__DEF qlora_result qlora_train_forward(qlora_ctx *ctx, qlora_train *t, cons
         if ((r = qlora__gemm_w(ctx, &m->output, 1, t->hf + n0 * t->C, (size_t)t->C, nc, lg, (size_t)V, 0, t->bf16)) != QLORA_OK) return r;
         if (!labels) continue;
         int any = 0;
-        for (size_t i = 0; i < nc; i++) {
+        for (size_t i = 0; i < nc; i++) {                          // validate the targets first
             size_t n = n0 + i;
-            float *row = lg + i * V;
-            int tpos = (int)(n % (size_t)t->T);
-            int32_t y = tpos + 1 < t->T ? labels[n + 1] : -100;       // shift: t predicts label t+1
-            if (y == -100) { if (grad_scale != 0 && logits != NULL) continue; else continue; }
+            int32_t y = (int)(n % (size_t)t->T) + 1 < t->T ? labels[n + 1] : -100;
+            if (y == -100) continue;
             if (y < 0 || y >= V) return QLORA__ERR(ctx, QLORA_ERR_RANGE, "train: label %d at position %zu out of range", y, n + 1);
-            float mx = row[0];
-            for (int v = 1; v < V; v++) if (row[v] > mx) mx = row[v];
-            double se = 0;
-            for (int v = 0; v < V; v++) se += exp((double)(row[v] - mx));
-            double lse = (double)mx + log(se);
-            total += lse - (double)row[y];
-            cnt++;
-            if (grad_scale != 0) {                                 // dlogits = scale * (softmax - onehot)
-                float *d = t->lchunk + i * V;                      // reuse the chunk buffer for dlogits
-                for (int v = 0; v < V; v++) d[v] = grad_scale * (float)exp((double)row[v] - lse);
-                d[y] -= grad_scale;
-                any = 1;
-            }
+            any = 1;
         }
-        if (grad_scale != 0 && any) {
-            for (size_t i = 0; i < nc; i++) {                      // rows without a target carry no gradient
-                size_t n = n0 + i;
-                int tpos = (int)(n % (size_t)t->T);
-                int32_t y = tpos + 1 < t->T ? labels[n + 1] : -100;
-                if (y == -100) memset(t->lchunk + i * V, 0, (size_t)V * sizeof(float));
-            }
+        if (!any) continue;
+        qlora__rows ce;
+        memset(&ce, 0, sizeof ce);
+        ce.fn = qlora__ce_rows; ce.n = nc; ce.C = V; ce.T = t->T; ce.a = lg; ce.y = t->lchunk; ce.f = grad_scale;
+        ce.lab = labels; ce.off = n0; ce.dl = t->rowloss;
+        qlora__par_rows(ctx, &ce);
+        for (size_t i = 0; i < nc; i++)                            // in order: the same sum for any thread count
+            if ((int)((n0 + i) % (size_t)t->T) + 1 < t->T && labels[n0 + i + 1] != -100) { total += t->rowloss[i]; cnt++; }
+        if (grad_scale != 0)
             if ((r = qlora__matmul_t(ctx, &m->output, t->lchunk, nc, t->dhf + n0 * t->C, t->bf16)) != QLORA_OK) return r;
-        }
     }
     if (!isfinite(total)) return QLORA__ERR(ctx, QLORA_ERR_NUMERIC, "train: loss is not finite (NaN/Inf)");
     *loss_sum = total;
