@@ -1,4 +1,4 @@
-# qlora.h — build, test, demo.   make | make test | make demo | make sanitize | make bench
+# qlora.h — build, test, demo.   make | make test | make demo | make sanitize | make bench | make test-neon
 CC      ?= cc
 CXX     ?= c++
 PYTHON  ?= python3
@@ -15,7 +15,7 @@ HEADERS := qlora.h $(wildcard kernels_generated/*.h kernels_generated/*/*.h kern
 SMOL_GGUF := models/SmolLM2-135M-Instruct-Q4_1.gguf
 
 # compile-checks and check-generated run first in `make test`.
-.PHONY: all test fixtures smollm2 demo sanitize clean check-generated compile-checks bench bench-quick
+.PHONY: all test test-neon fixtures smollm2 demo sanitize clean check-generated compile-checks bench bench-quick
 
 all: build/qlora
 
@@ -27,6 +27,9 @@ build/qlora: examples/qlora.c $(HEADERS) | build
 
 build/test_%: tests/test_%.c tests/qlora_test.h $(HEADERS) | build
 	$(CC) $(BASE) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+build/bench_kernels: bench/bench_kernels.c $(HEADERS) | build
+	$(CC) $(BASE) $(CFLAGS) -o $@ bench/bench_kernels.c $(LDLIBS)
 
 # --- fixtures: copied from ../shared when present, else fetched from their public origin -------
 fixtures: fixtures/.stamp
@@ -58,14 +61,32 @@ test: $(TESTS) build/qlora fixtures smollm2 compile-checks check-generated
 	for s in tests/test_*.sh; do [ -f "$$s" ] || continue; echo "== $$s"; bash $$s || fail=1; done; \
 	if [ $$fail -ne 0 ]; then echo "SOME TESTS FAILED"; exit 1; fi; echo "ALL TESTS PASSED"
 
+# AArch64: every C test cross-compiled (static) and run under qemu-user, so the NEON kernels are
+# tested on an x86 host (test_kernels must list them as tested, not SKIP). On an arm64 machine
+# run `make test-neon NEON_CC=cc NEON_RUN=` natively.
+NEON_CC    ?= aarch64-linux-gnu-gcc
+NEON_RUN   ?= qemu-aarch64
+NEON_TESTS := $(patsubst tests/%.c,build/neon/%,$(wildcard tests/test_*.c))
+
+build/neon/test_%: tests/test_%.c tests/qlora_test.h $(HEADERS)
+	@mkdir -p $(@D)
+	$(NEON_CC) -static -O2 $(BASE) -Werror -o $@ $< $(LDLIBS)
+
+test-neon: $(NEON_TESTS) fixtures smollm2
+	@fail=0; for t in $(NEON_TESTS); do echo "== $(NEON_RUN) $$t"; $(NEON_RUN) ./$$t || fail=1; done; \
+	if [ $$fail -ne 0 ]; then echo "SOME NEON TESTS FAILED"; exit 1; fi; echo "ALL NEON TESTS PASSED"
+
 # The main job: QLoRA on SmolLM2 with Debian fortunes for a few minutes, before/after (examples/demo.sh)
 demo: build/qlora $(SMOL_GGUF)
 	bash examples/demo.sh
 
-bench: build/qlora $(SMOL_GGUF) fixtures
+bench: build/qlora build/bench_kernels $(SMOL_GGUF) fixtures
 	bash bench/bench.sh
-bench-quick: build/qlora $(SMOL_GGUF) fixtures
+bench-quick: build/qlora build/bench_kernels $(SMOL_GGUF) fixtures
 	bash bench/bench.sh quick
+# Peak FLOP/s of this machine vs every registry kernel and the quantized GEMM drivers (bench/bench_kernels.c)
+bench-kernels: build/bench_kernels
+	./build/bench_kernels
 
 # Warning-free as C99 and C++ with gcc and clang, per configuration macro; two TUs; static impl.
 STRICT := -Wall -Wextra -Wshadow -Wno-unused-function -Werror -I.

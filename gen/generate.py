@@ -63,7 +63,7 @@ def kernel_list():
         fn = "qlora_k_%s_%s_%s__%s" % (k["op"], k["wfmt"], k["afmt"], k["isa"])
         relpath = "%s/%s-%s-%s-%s.h" % (k["isa"], k["op"], k["wfmt"], k["afmt"], k["isa"])
         template = spec_mod.OPS[k["op"]] or fmt["template"]
-        mr, nr = (isa["gemm_mr"], isa["gemm_nr"]) if k["op"] == "gemm" else (0, 0)
+        mr, nr = (isa["gemm_mr"], isa["gemm_nr"]) if k["op"].startswith("gemm") else (0, 0)
         out.append(dict(k, fn=fn, relpath=relpath, type=fmt["type"], prio=isa["prio"], fmt=fmt,
                         template=template, openum="QLORA_OP_" + k["op"].upper(), mr=mr, nr=nr))
     names = [k["fn"] for k in out]

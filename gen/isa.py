@@ -33,6 +33,28 @@ ISAS = {
         deny="QLORA_NO_AVX512", target="QLORA__TARGET_AVX512", cpu_bit="QLORA_CPU_AVX512", width=16, prio=30,
         gemm_mr=8, gemm_nr=32,
     ),
+    # AArch64 Advanced SIMD is part of the base ARMv8.0-A architecture: no target attribute and no
+    # run-time probe beyond "we are on aarch64" (qlora__detect_cpu). Kernels use ARMv8.0 only
+    # (no dotprod / bf16 / fp16 arithmetic). GEMM tile 8 x 8: the 32 q-registers hold 16 accumulators
+    # (8 rows x 2 vectors), 8 A vectors (4 consecutive k of each row, used with vfmaq_laneq_f32, so
+    # one A load feeds 4 k steps) and 2 B vectors = 26, with room to spare and no spills; 8 x 12
+    # would need 24 + 8 + 3 = 35.
+    "neon": dict(
+        name="neon", enum="QLORA_ISA_NEON", macro="QLORA__K_NEON",
+        guard="defined(QLORA__ARM64) && !defined(QLORA_NO_NEON)",
+        deny="QLORA_NO_NEON", target="", cpu_bit="QLORA_CPU_NEON", width=4, prio=25,
+        gemm_mr=8, gemm_nr=8,
+    ),
+    # AVX-512 + BF16 (Zen 4+, Cooper Lake, Sapphire Rapids+): vdpbf16ps does 2 multiply-adds of bf16 pairs
+    # per f32 lane, twice the f32 FMA rate. Only the bf16 GEMM micro-kernel uses it (--bf16 training);
+    # everything else stays on the avx512 kernels. GCC >= 10 / clang >= 9 know the intrinsics.
+    "avx512bf16": dict(
+        name="avx512bf16", enum="QLORA_ISA_AVX512BF16", macro="QLORA__K_AVX512BF16",
+        guard=("defined(QLORA__X86) && !defined(QLORA_NO_AVX2) && !defined(QLORA_NO_AVX512) && !defined(QLORA_NO_AVX512BF16) && "
+               "defined(QLORA__HAVE_TARGET_ATTR) && (defined(__clang__) ? __clang_major__ >= 9 : __GNUC__ >= 10)"),
+        deny="QLORA_NO_AVX512BF16", target="QLORA__TARGET_AVX512BF16", cpu_bit="QLORA_CPU_AVX512BF16", width=16, prio=35,
+        gemm_mr=8, gemm_nr=32,
+    ),
 }
 
-ISA_ORDER = ["scalar", "avx2", "avx512"]
+ISA_ORDER = ["scalar", "avx2", "avx512", "neon", "avx512bf16"]

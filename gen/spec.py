@@ -6,6 +6,8 @@ KERNELS: one dict per generated kernel: op, weight format, activation format, is
   op  dot   float dot(w, scales, x, n, bs): one weight row with f32 activations (decode, matvec)
       deq   void deq(w, scales, out, n, bs): a row segment to f32, bit-exact (GEMM panel fill)
       gemm  void gemm(K, A, lda, B, C, ldc, m, n, acc): the MR x NR register-tile micro-kernel
+      gemm_bf16  the same over bf16 pairs (qlora_gemm_bf16_fn): A rows and B panels hold 2 bf16 per u32
+      cvt_bf16   void cvt(x, n, out): f32 -> bf16 pairs (round to nearest even), the GEMM operand layout
 OPS: op -> template (None = the weight format's dot template).
 Priority comes from isa.py. Names follow STYLE.md 5.2:
   function  qlora_k_<op>_<wfmt>_<afmt>__<isa>
@@ -29,17 +31,21 @@ FORMATS = {
 }
 
 # unroll: independent accumulators (scalar) / vectors per loop iteration (SIMD)
-UNROLL = {"scalar": 4, "avx2": 2, "avx512": 2}
+UNROLL = {"scalar": 4, "avx2": 2, "avx512": 2, "neon": 4}
 
-OPS = {"dot": None, "deq": "deq.h.j2", "gemm": "gemm_f32.h.j2"}
+OPS = {"dot": None, "deq": "deq.h.j2", "gemm": "gemm_f32.h.j2", "gemm_bf16": "gemm_bf16.h.j2", "cvt_bf16": "cvt_bf16.h.j2"}
 
+ISAS = ("scalar", "avx2", "avx512", "neon")
 WEIGHTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "nf4", "fp4", "int4", "int8")
 
 KERNELS = (
     [dict(op="dot", wfmt=w, afmt="f32", isa=isa, unroll=UNROLL[isa])
-     for isa in ("scalar", "avx2", "avx512") for w in WEIGHTS] +
+     for isa in ISAS for w in WEIGHTS] +
     [dict(op="deq", wfmt=w, afmt="f32", isa=isa, unroll=1)
-     for isa in ("scalar", "avx2", "avx512") for w in WEIGHTS] +
+     for isa in ISAS for w in WEIGHTS] +
     [dict(op="gemm", wfmt="f32", afmt="f32", isa=isa, unroll=1)
-     for isa in ("scalar", "avx2", "avx512")]
+     for isa in ISAS] +
+    # bf16 x bf16 -> f32 GEMM (--bf16): the portable scalar one and the AVX-512-BF16 one
+    [dict(op=op, wfmt="bf16", afmt="bf16" if op == "gemm_bf16" else "f32", isa=isa, unroll=1)
+     for isa in ("scalar", "avx512bf16") for op in ("gemm_bf16", "cvt_bf16")]
 )

@@ -19,6 +19,10 @@
 #include <immintrin.h>
 #endif
 #endif
+#if defined(QLORA__ARM64)
+// Advanced SIMD is baseline on AArch64: the NEON kernels need no target attribute.
+#include <arm_neon.h>
+#endif
 
 #if 1
 #define QLORA__K_SCALAR 1
@@ -35,8 +39,19 @@
 #else
 #define QLORA__K_AVX512 0
 #endif
+#if defined(QLORA__ARM64) && !defined(QLORA_NO_NEON)
+#define QLORA__K_NEON 1
+#else
+#define QLORA__K_NEON 0
+#endif
+#if defined(QLORA__X86) && !defined(QLORA_NO_AVX2) && !defined(QLORA_NO_AVX512) && !defined(QLORA_NO_AVX512BF16) && defined(QLORA__HAVE_TARGET_ATTR) && (defined(__clang__) ? __clang_major__ >= 9 : __GNUC__ >= 10)
+#define QLORA__K_AVX512BF16 1
+#else
+#define QLORA__K_AVX512BF16 0
+#endif
 
 #if QLORA__K_SCALAR
+#include "scalar/cvt_bf16-bf16-f32-scalar.h"
 #include "scalar/deq-bf16-f32-scalar.h"
 #include "scalar/deq-f16-f32-scalar.h"
 #include "scalar/deq-f32-f32-scalar.h"
@@ -58,6 +73,7 @@
 #include "scalar/dot-q4_1-f32-scalar.h"
 #include "scalar/dot-q8_0-f32-scalar.h"
 #include "scalar/gemm-f32-f32-scalar.h"
+#include "scalar/gemm_bf16-bf16-bf16-scalar.h"
 #endif
 #if QLORA__K_AVX2
 #include "avx2/deq-bf16-f32-avx2.h"
@@ -104,4 +120,31 @@
 #include "avx512/dot-q4_1-f32-avx512.h"
 #include "avx512/dot-q8_0-f32-avx512.h"
 #include "avx512/gemm-f32-f32-avx512.h"
+#endif
+#if QLORA__K_NEON
+#include "neon/deq-bf16-f32-neon.h"
+#include "neon/deq-f16-f32-neon.h"
+#include "neon/deq-f32-f32-neon.h"
+#include "neon/deq-fp4-f32-neon.h"
+#include "neon/deq-int4-f32-neon.h"
+#include "neon/deq-int8-f32-neon.h"
+#include "neon/deq-nf4-f32-neon.h"
+#include "neon/deq-q4_0-f32-neon.h"
+#include "neon/deq-q4_1-f32-neon.h"
+#include "neon/deq-q8_0-f32-neon.h"
+#include "neon/dot-bf16-f32-neon.h"
+#include "neon/dot-f16-f32-neon.h"
+#include "neon/dot-f32-f32-neon.h"
+#include "neon/dot-fp4-f32-neon.h"
+#include "neon/dot-int4-f32-neon.h"
+#include "neon/dot-int8-f32-neon.h"
+#include "neon/dot-nf4-f32-neon.h"
+#include "neon/dot-q4_0-f32-neon.h"
+#include "neon/dot-q4_1-f32-neon.h"
+#include "neon/dot-q8_0-f32-neon.h"
+#include "neon/gemm-f32-f32-neon.h"
+#endif
+#if QLORA__K_AVX512BF16
+#include "avx512bf16/cvt_bf16-bf16-f32-avx512bf16.h"
+#include "avx512bf16/gemm_bf16-bf16-bf16-avx512bf16.h"
 #endif

@@ -313,7 +313,7 @@ static void test_ref_is_deq(void) {
 
 // ---- 2. dispatch / force_isa ------------------------------------------------------------------
 static void test_dispatch(void) {
-    qlora_isa isas[] = { QLORA_ISA_REF, QLORA_ISA_SCALAR, QLORA_ISA_AVX2, QLORA_ISA_AVX512, QLORA_ISA_AUTO };
+    qlora_isa isas[] = { QLORA_ISA_REF, QLORA_ISA_SCALAR, QLORA_ISA_AVX2, QLORA_ISA_AVX512, QLORA_ISA_NEON, QLORA_ISA_AUTO };
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
         qlora_ctx_config cc; memset(&cc, 0, sizeof cc);
         cc.n_threads = 1; cc.force_isa = isas[i];
@@ -323,12 +323,14 @@ static void test_dispatch(void) {
         // what should win: the widest allowed ISA the CPU has that has a kernel (all types have all three)
         const char *want;
 #ifdef QLORA_GENERATED_KERNELS
-        int has2 = (g_cpu & QLORA_CPU_AVX2) != 0, has512 = (g_cpu & QLORA_CPU_AVX512) != 0;
+        int has2 = (g_cpu & QLORA_CPU_AVX2) != 0, has512 = (g_cpu & QLORA_CPU_AVX512) != 0, hasneon = (g_cpu & QLORA_CPU_NEON) != 0;
         switch (isas[i]) {
         case QLORA_ISA_REF: want = NULL; break;
         case QLORA_ISA_SCALAR: want = "__scalar"; break;
         case QLORA_ISA_AVX2: want = has2 ? "__avx2" : "__scalar"; break;
-        default: want = has512 ? "__avx512" : has2 ? "__avx2" : "__scalar"; break;
+        case QLORA_ISA_AVX512: want = has512 ? "__avx512" : has2 ? "__avx2" : "__scalar"; break;
+        case QLORA_ISA_NEON: want = hasneon ? "__neon" : "__scalar"; break;
+        default: want = has512 ? "__avx512" : has2 ? "__avx2" : hasneon ? "__neon" : "__scalar"; break;
         }
 #else
         want = NULL;
@@ -338,6 +340,7 @@ static void test_dispatch(void) {
         printf("  force_isa=%-6s -> isa=%-6s %s\n", qlora_isa_name(isas[i]), qlora_isa_name(qlora_ctx_isa(ctx)), buf);
         CHECK(strstr(buf, (g_cpu & QLORA_CPU_AVX2) ? "avx2=yes" : "avx2=no") != NULL);
         CHECK(strstr(buf, (g_cpu & QLORA_CPU_AVX512) ? "avx512=yes" : "avx512=no") != NULL);
+        CHECK(strstr(buf, (g_cpu & QLORA_CPU_NEON) ? "neon=yes" : "neon=no") != NULL);
         for (int t = 0; t < QLORA_TYPE_COUNT; t++) {
             const char *name = NULL;
             qlora_dot_fn fn = qlora_ctx_dot(ctx, (qlora_type)t, &name);
@@ -635,8 +638,8 @@ static void bench(void) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);   // keep stdout and the stderr FAIL lines in order
     g_cpu = qlora_cpu_features();
-    printf("test_kernels: %zu registered kernels; cpu avx2=%d avx512=%d\n", (size_t)N_REGISTRY,
-           (g_cpu & QLORA_CPU_AVX2) != 0, (g_cpu & QLORA_CPU_AVX512) != 0);
+    printf("test_kernels: %zu registered kernels; cpu avx2=%d avx512=%d neon=%d\n", (size_t)N_REGISTRY,
+           (g_cpu & QLORA_CPU_AVX2) != 0, (g_cpu & QLORA_CPU_AVX512) != 0, (g_cpu & QLORA_CPU_NEON) != 0);
 #ifndef QLORA_GENERATED_KERNELS
     printf("  (built without QLORA_GENERATED_KERNELS: reference only)\n");
 #endif
