@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks of qlora.h on this machine, with the peers run in the same script where they exist.
 #   bash bench/bench.sh [quick]
-# Prints: load time, decode tokens/s (1 and 2 threads) for SmolLM2 as shipped (Q4_1) and
-# re-quantized (NF4+DQ), peak RSS NF4 vs f32, llama.cpp decode tokens/s on the same GGUF when
-# llama-cpp-python is installed, and QLoRA training tokens/s + peak RSS.
+# Prints: kernel GFLOP/s vs this machine's measured peak (build/bench_kernels), load time, decode
+# tokens/s (1 and 2 threads) for SmolLM2 as shipped (Q4_1) and re-quantized (NF4+DQ), peak RSS NF4
+# vs f32, llama.cpp decode tokens/s on the same GGUF when llama-cpp-python is installed, and QLoRA
+# training tokens/s + peak RSS.
 set -u
 Q=./build/qlora
 M=models/SmolLM2-135M-Instruct-Q4_1.gguf
@@ -14,6 +15,12 @@ PROMPT=$(python3 -c "print(' '.join(['The history of the city is long and full o
 
 rss_kb() { /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+# Kernels vs this machine's measured peak (prints a `kernels: gemm_fwd_pct_peak=.. gemm_bwd_pct_peak=..` line).
+if [ -x ./build/bench_kernels ]; then
+  if [ "$QUICK" = quick ]; then ./build/bench_kernels --quick; else ./build/bench_kernels; fi
+else
+  echo "kernel benchmark skipped: run make build/bench_kernels"
+fi
 for q in "" "--quant nf4 --double-quant"; do
   for t in 1 2; do
     line=$($Q generate $M $q --prompt "$PROMPT" -n $N --temp 0 --threads $t -v 2>&1 >/dev/null | grep "generated")
