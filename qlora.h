@@ -270,7 +270,13 @@ typedef void (*qlora_gemm_bf16_fn)(size_t K2, const uint32_t *A, size_t lda, con
 QLORA_API qlora_gemm_bf16_fn qlora_ctx_gemm_bf16(const qlora_ctx *ctx, int *mr, int *nr, const char **name);
 // cvt_bf16: out[p] = bf16(x[2p]) | bf16(x[2p+1]) << 16 (round to nearest even; odd n pads with 0).
 typedef void (*qlora_cvt_bf16_fn)(const float *x, size_t n, uint32_t *out);
-typedef enum qlora_kernel_op { QLORA_OP_DOT = 0, QLORA_OP_DEQ, QLORA_OP_GEMM, QLORA_OP_GEMM_BF16, QLORA_OP_CVT_BF16, QLORA_OP_COUNT } qlora_kernel_op;
+// dropout: LoRA dropout of x[0..n) whose elements are numbered i0, i0 + 1, ... (mod 2^32):
+// dropped when (hash32(i, seed) >> 8) / 2^24 < p, else scaled by 1 / (1 - p); y = that (acc = 0)
+// or y += that (acc = 1, the backward). Integer hash: every ISA drops the same elements.
+typedef void (*qlora_dropout_fn)(const float *x, float *y, size_t n, uint32_t i0, uint64_t seed, float p, int acc);
+typedef enum qlora_kernel_op {
+    QLORA_OP_DOT = 0, QLORA_OP_DEQ, QLORA_OP_GEMM, QLORA_OP_GEMM_BF16, QLORA_OP_CVT_BF16, QLORA_OP_DROPOUT, QLORA_OP_COUNT
+} qlora_kernel_op;
 // y[r] = W[r,:] . x  for every row r (W: ne[1] rows of ne[0]); any weight type; threaded over rows.
 QLORA_API qlora_result qlora_matvec(qlora_ctx *ctx, const qlora_tensor *W, const float *x, float *y);
 // Y[t, r] = W[r,:] . X[t,:] for t < T   (X: T x ne[0], Y: T x ne[1])
@@ -2063,6 +2069,19 @@ static void qlora__ref_cvt_bf16(const float *x, size_t n, uint32_t *out) {
         out[p] = (uint32_t)qlora__f32_to_bf16(x[2 * p]) | (2 * p + 1 < n ? (uint32_t)qlora__f32_to_bf16(x[2 * p + 1]) << 16 : 0u);
 }
 
+static void qlora__ref_dropout(const float *x, float *y, size_t n, uint32_t i0, uint64_t seed, float p, int acc) {
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    float keep = 1.0f / (1.0f - p);
+    for (size_t k = 0; k < n; k++) {
+        uint32_t h = (i0 + (uint32_t)k) * 0x9E3779B1u ^ k0;           // murmur3 fmix32 ...
+        h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13; h *= 0xC2B2AE35u; h ^= h >> 16;
+        h ^= k1; h *= 0x27D4EB2Fu; h ^= h >> 15;                       // ... and the seed's high half
+        float u = (float)(h >> 8) * (1.0f / 16777216.0f);
+        float v = u < p ? 0.0f : x[k] * keep;
+        if (acc) y[k] += v; else y[k] = v;
+    }
+}
+
 // >>generated
 // The SIMD (and unrolled scalar) kernels are emitted by gen/generate.py from gen/templates/ into
 // kernels_generated/; each is `static`, carries its ISA target attribute (xxHash-style runtime
@@ -2105,6 +2124,7 @@ struct qlora_kernels {
     qlora_gemm_bf16_fn gemm_bf16;               // chosen bf16 GEMM micro-kernel
     int           mr16, nr16;
     qlora_cvt_bf16_fn cvt_bf16;                 // f32 -> bf16 pairs
+    qlora_dropout_fn dropout;
     const char   *name[QLORA_OP_COUNT][QLORA_TYPE_COUNT];   // function names (qlora_ctx_describe)
     qlora_isa     isa[QLORA_OP_COUNT][QLORA_TYPE_COUNT];    // their instruction sets (REF = reference)
 };
@@ -2144,8 +2164,10 @@ static void qlora__kernels_init(qlora_ctx *ctx) {
         k->name[QLORA_OP_GEMM][t] = "qlora__ref_gemm";
         k->name[QLORA_OP_GEMM_BF16][t] = "qlora__ref_gemm_bf16";
         k->name[QLORA_OP_CVT_BF16][t] = "qlora__ref_cvt_bf16";
+        k->name[QLORA_OP_DROPOUT][t] = "qlora__ref_dropout";
     }
     k->cvt_bf16 = qlora__ref_cvt_bf16;
+    k->dropout = qlora__ref_dropout;
     k->gemm = qlora__ref_gemm;
     k->mr = QLORA__REF_MR;
     k->nr = QLORA__REF_NR;
@@ -2164,7 +2186,8 @@ static void qlora__kernels_init(qlora_ctx *ctx) {
         else if (e->op == QLORA_OP_DEQ) k->deq[e->type] = (qlora_deq_fn)e->fn;
         else if (e->op == QLORA_OP_GEMM) { k->gemm = (qlora_gemm_fn)e->fn; k->mr = e->mr; k->nr = e->nr; }
         else if (e->op == QLORA_OP_GEMM_BF16) { k->gemm_bf16 = (qlora_gemm_bf16_fn)e->fn; k->mr16 = e->mr; k->nr16 = e->nr; }
-        else k->cvt_bf16 = (qlora_cvt_bf16_fn)e->fn;
+        else if (e->op == QLORA_OP_CVT_BF16) k->cvt_bf16 = (qlora_cvt_bf16_fn)e->fn;
+        else k->dropout = (qlora_dropout_fn)e->fn;
     }
     // ctx->isa now reports what runs: the widest instruction set among the chosen kernels.
     qlora_isa used = QLORA_ISA_REF;
@@ -8018,6 +8041,7 @@ struct qlora_train {
     float *dlu;                 // (N, r)
     float *wt;                  // (r, N + max(C, F, qd)) LoRA weight-gradient scratch
     float *rope_cos, *rope_sin; // (T, rope_dim / 2) rotation of position t, pair i
+    const struct qlora_kernels *ctx_kern;   // the ctx's kernels (set by each forward)
     double *rowloss;            // (chunk) per-token losses of a logits chunk
     float *rstdf, *hf;          // (N) (N, C) final norm
     float *dhf;                 // (N, C)
@@ -8149,7 +8173,7 @@ struct qlora__rows {
     size_t n;                              // rows
     float *y, *rs;                         // output rows, per-row scalar (rstd)
     const float *a, *b, *c;                // inputs
-    int C, T, heads, D;                    // row width / sequence / heads
+    int C, T, heads, D;                    // row width / sequence / heads / head dim (dropout: acc)
     float f;                               // eps, sign, scale, p ...
     uint64_t seed;
     const qlora_train *t;
@@ -8290,28 +8314,21 @@ static void qlora__ce_rows(const qlora__rows *j, size_t r0, size_t r1) {
     }
 }
 
-// LoRA dropout: a counter-based hash, so forward, recompute and backward agree bit for bit.
-// y = dropout(a): zero with probability p (= f), else a / (1 - p); element index i = row * C + col.
+// LoRA dropout (dispatched kernel, counter hash over the element index row * C + col), so the
+// forward, the recompute and the backward drop the same elements: y = dropout(a) (D = 0) or
+// y += dropout'(a) (D = 1, the backward through the mask).
 static void qlora__dropout_rows(const qlora__rows *j, size_t r0, size_t r1) {
-    float p = j->f, keep = 1.0f / (1.0f - p);
-    uint64_t h = 0, hk = (uint64_t)-1;
-    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++) {   // one hash, two 24-bit uniforms
-        if ((i >> 1) != hk) { hk = i >> 1; h = qlora__mix64(j->seed + hk * 0x9E3779B97F4A7C15ull); }
-        float u = (float)((i & 1) ? (h >> 8) & 0xffffffu : h >> 40) / 16777216.0f;
-        j->y[i] = u < p ? 0.0f : j->a[i] * keep;
-    }
+    size_t C = (size_t)j->C;
+    j->t->ctx_kern->dropout(j->a + r0 * C, j->y + r0 * C, (r1 - r0) * C, (uint32_t)(r0 * C), j->seed, j->f, j->D);
 }
-static void qlora__dropout(qlora_ctx *ctx, float *hd, const float *h, int N, int C, float p, uint64_t seed) {
+static void qlora__dropout(qlora_ctx *ctx, const qlora_train *t, float *y, const float *x, int C, float p, uint64_t seed, int acc) {
     qlora__rows j;
     memset(&j, 0, sizeof j);
-    j.fn = qlora__dropout_rows; j.n = (size_t)N; j.y = hd; j.a = h; j.C = C; j.f = p; j.seed = seed;
+    j.fn = qlora__dropout_rows; j.n = (size_t)t->N; j.y = y; j.a = x; j.C = C; j.f = p; j.seed = seed; j.D = acc; j.t = t;
     qlora__par_rows(ctx, &j);
 }
-// dh += tmp * (mask / (1 - p)) where the mask is read back from hd = dropout(h): y = dh, a = tmp, b = hd, c = h
-static void qlora__dropout_bwd_rows(const qlora__rows *j, size_t r0, size_t r1) {
-    float keep = 1.0f / (1.0f - j->f);
-    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++)
-        if (j->b[i] != 0.0f || j->c[i] == 0.0f) j->y[i] += j->a[i] * (j->b[i] != 0.0f ? keep : 0.0f);
+static uint64_t qlora__dropout_seed(const qlora_train *t, int layer, qlora_module mod) {
+    return qlora__mix64(t->seed ^ ((uint64_t)(layer * QLORA_MOD_COUNT + mod) << 48));
 }
 
 // LoRA linear: y (N, out) = h W^T (+ b) + s * (dropout(h) A^T) B^T; saves lu = dropout(h) A^T.
@@ -8330,7 +8347,7 @@ static qlora_result qlora__lin_fwd(qlora_ctx *ctx, qlora_train *t, int layer, ql
     const float *hin = h;
     float p = t->lora->cfg.dropout;
     if (p > 0) {
-        qlora__dropout(ctx, t->hd, h, t->N, in, p, t->seed ^ ((uint64_t)(layer * QLORA_MOD_COUNT + mod) << 48));
+        qlora__dropout(ctx, t, t->hd, h, in, p, qlora__dropout_seed(t, layer, mod), 0);
         hin = t->hd;
     }
     if ((r = qlora__mm_f32(ctx, lu, hin, md->A, t->N, in, t->r)) != QLORA_OK) return r;
@@ -8358,17 +8375,14 @@ static qlora_result qlora__lin_bwd(qlora_ctx *ctx, qlora_train *t, int layer, ql
     for (size_t i = 0; i < (size_t)t->N * t->r; i++) t->dlu[i] *= s;
     const float *hin = h;
     if (p > 0) {
-        qlora__dropout(ctx, t->hd, h, t->N, in, p, t->seed ^ ((uint64_t)(layer * QLORA_MOD_COUNT + mod) << 48));
+        qlora__dropout(ctx, t, t->hd, h, in, p, qlora__dropout_seed(t, layer, mod), 0);
         hin = t->hd;
     }
     if ((r = qlora__wgrad_a(ctx, md->dA, t->dlu, hin, t->N, in, t->r, t->wt)) != QLORA_OK) return r;   // dA += dlu^T dropout(h)
     if (p <= 0) return qlora__matmul_t_f32(ctx, md->A, in, t->r, t->dlu, (size_t)t->N, dh);
     memset(t->tmp, 0, (size_t)t->N * in * sizeof(float));                     // d dropout(h) = dlu A
     if ((r = qlora__matmul_t_f32(ctx, md->A, in, t->r, t->dlu, (size_t)t->N, t->tmp)) != QLORA_OK) return r;
-    qlora__rows db;
-    memset(&db, 0, sizeof db);
-    db.fn = qlora__dropout_bwd_rows; db.n = (size_t)t->N; db.C = in; db.y = dh; db.a = t->tmp; db.b = t->hd; db.c = h; db.f = p;
-    qlora__par_rows(ctx, &db);
+    qlora__dropout(ctx, t, dh, t->tmp, in, p, qlora__dropout_seed(t, layer, mod), 1);   // dh += mask * keep * tmp
     return QLORA_OK;
 }
 
@@ -8622,6 +8636,7 @@ QLORA__DEF qlora_result qlora_train_forward(qlora_ctx *ctx, qlora_train *t, cons
     qlora_result r;
     *loss_sum = 0; *n_targets = 0;
     t->seed = dropout_seed;
+    t->ctx_kern = ctx->kern;
     t->grad_scale = grad_scale;
     t->have_grad = 0;
     for (size_t n = 0; n < N; n++) {
@@ -8674,6 +8689,7 @@ QLORA__DEF qlora_result qlora_train_backward(qlora_ctx *ctx, qlora_train *t) {
     size_t NC = (size_t)t->N * t->C;
     qlora_result r;
     if (!t->have_grad) return QLORA__ERR(ctx, QLORA_ERR_INVALID_ARG, "train: backward needs a forward with labels and grad_scale != 0");
+    t->ctx_kern = ctx->kern;
     memset(t->dx, 0, NC * sizeof(float));
     const float *w = qlora__norm_w(t, &m->out_norm);
     if (!w) return QLORA__ERR(ctx, QLORA_ERR_UNSUPPORTED, "output_norm type");

@@ -72,6 +72,7 @@
 #include "scalar/dot-q4_0-f32-scalar.h"
 #include "scalar/dot-q4_1-f32-scalar.h"
 #include "scalar/dot-q8_0-f32-scalar.h"
+#include "scalar/dropout-f32-f32-scalar.h"
 #include "scalar/gemm-f32-f32-scalar.h"
 #include "scalar/gemm_bf16-bf16-bf16-scalar.h"
 #endif
@@ -96,6 +97,7 @@
 #include "avx2/dot-q4_0-f32-avx2.h"
 #include "avx2/dot-q4_1-f32-avx2.h"
 #include "avx2/dot-q8_0-f32-avx2.h"
+#include "avx2/dropout-f32-f32-avx2.h"
 #include "avx2/gemm-f32-f32-avx2.h"
 #endif
 #if QLORA__K_AVX512
@@ -119,6 +121,7 @@
 #include "avx512/dot-q4_0-f32-avx512.h"
 #include "avx512/dot-q4_1-f32-avx512.h"
 #include "avx512/dot-q8_0-f32-avx512.h"
+#include "avx512/dropout-f32-f32-avx512.h"
 #include "avx512/gemm-f32-f32-avx512.h"
 #endif
 #if QLORA__K_NEON
@@ -142,6 +145,7 @@
 #include "neon/dot-q4_0-f32-neon.h"
 #include "neon/dot-q4_1-f32-neon.h"
 #include "neon/dot-q8_0-f32-neon.h"
+#include "neon/dropout-f32-f32-neon.h"
 #include "neon/gemm-f32-f32-neon.h"
 #endif
 #if QLORA__K_AVX512BF16

@@ -289,6 +289,39 @@ static void test_gemm_bf16_kernel(const kentry *k) {
     printf("  %-32s %dx%d, %3d cases, worst |err|/S = %.2e\n", k->name, MR, NR, cases, worst);
 }
 
+// ---- 1f. dropout: the same elements dropped as the reference on every ISA, at rate ~p -----------
+static void test_dropout_kernel(const kentry *k) {
+    qlora_dropout_fn fn = (qlora_dropout_fn)k->fn;
+    size_t n = 4099;
+    float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * (n + 1)), *w = (float *)malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++) x[i] = rnd_f(-2, 2);
+    float ps[] = { 0.05f, 0.3f, 0.9f };
+    int cases = 0;
+    for (int ip = 0; ip < 3; ip++)
+        for (int acc = 0; acc <= 1; acc++) {
+            uint32_t i0 = 0xfffff000u + (uint32_t)ip * 7;   // wraps past 2^32
+            uint64_t seed = 0x1234567890abcdefull * (uint64_t)(ip + 1);
+            for (size_t i = 0; i < n; i++) y[i] = w[i] = acc ? rnd_f(-1, 1) : NAN;
+            y[n] = 55.0f;
+            qlora__ref_dropout(x, w, n, i0, seed, ps[ip], acc);
+            fn(x, y, n, i0, seed, ps[ip], acc);
+            size_t bad = 0, dropped = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (memcmp(&y[i], &w[i], sizeof(float)) != 0) bad++;
+                if (!acc && y[i] == 0.0f) dropped++;
+            }
+            CHECK_MSG(bad == 0, "%s p=%g acc=%d: %zu of %zu differ from the reference", k->name, (double)ps[ip], acc, bad, n);
+            CHECK_MSG(y[n] == 55.0f, "%s: wrote past the end", k->name);
+            if (!acc) {   // binomial: 5 sigma
+                double rate = (double)dropped / (double)n, sd = sqrt(ps[ip] * (1 - ps[ip]) / (double)n);
+                CHECK_MSG(fabs(rate - ps[ip]) < 5 * sd, "%s p=%g: dropped %.4f", k->name, (double)ps[ip], rate);
+            }
+            cases++;
+        }
+    printf("  %-32s %2d cases, bit-exact vs qlora__ref_dropout\n", k->name, cases);
+    free(x); free(y); free(w);
+}
+
 // ---- 1b. the reference dequantizes exactly as the quantization module does ------------------
 // With x = e_i the reference returns deq(w_i) itself (one float product by 1.0, an exact double
 // sum), so this checks deq() bit for bit against qlora_bnb_dequantize / qlora_ggml_dequantize.
@@ -650,6 +683,7 @@ int main(int argc, char **argv) {
         else if (registry[i].op == QLORA_OP_GEMM) test_gemm_kernel(&registry[i]);
         else if (registry[i].op == QLORA_OP_GEMM_BF16) test_gemm_bf16_kernel(&registry[i]);
         else if (registry[i].op == QLORA_OP_CVT_BF16) test_cvt_kernel(&registry[i]);
+        else if (registry[i].op == QLORA_OP_DROPOUT) test_dropout_kernel(&registry[i]);
         else CHECK_MSG(0, "%s: no test for this op", registry[i].name);
     }
     test_ref_is_deq();
