@@ -2521,6 +2521,44 @@ static void qlora__fill_nn(const qlora_ctx *ctx, const qlora__gemm_job *j, size_
     }
 }
 
+// bf16 panels: p16[s][q][jj] = bf16 pair (k = 2q, 2q + 1) of column n0 + s*nr + jj, zero-padded.
+// nt: rows of W are columns: deq each row, convert it to pairs (cvt kernel), transpose u32s.
+static void qlora__fill_nt16(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, uint32_t *p16, float *tmp, uint32_t *t16) {
+    size_t nr = j->nr, kc2 = (kc + 1) / 2;
+    for (size_t r = 0; r < nw; r++) {
+        qlora__deq_row(ctx, j->W, n0 + r, k0, kc, tmp);
+        ctx->kern->cvt_bf16(tmp, kc, t16 + r * kc2);
+    }
+    for (size_t s = 0; s * nr < nw; s++) {
+        size_t nv = QLORA__MIN(nr, nw - s * nr);
+        for (size_t q = 0; q < kc2; q++) {
+            uint32_t *o = p16 + (s * kc2 + q) * nr;
+            const uint32_t *src = t16 + (s * nr) * kc2 + q;
+            size_t jj = 0;
+            for (; jj < nv; jj++) o[jj] = src[jj * kc2];
+            for (; jj < nr; jj++) o[jj] = 0;
+        }
+    }
+}
+// nn: rows of W are k: deq rows 2q and 2q + 1, interleave, convert to pairs, scatter to sub-panels.
+static void qlora__fill_nn16(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, uint32_t *p16, float *tmp, uint32_t *t16) {
+    size_t nr = j->nr, kc2 = (kc + 1) / 2;
+    float *t0 = tmp, *t1 = tmp + nw, *z = tmp + 2 * nw;
+    for (size_t q = 0; q < kc2; q++) {
+        qlora__deq_row(ctx, j->W, k0 + 2 * q, n0, nw, t0);
+        if (2 * q + 1 < kc) qlora__deq_row(ctx, j->W, k0 + 2 * q + 1, n0, nw, t1);
+        else memset(t1, 0, nw * sizeof(float));
+        for (size_t c = 0; c < nw; c++) { z[2 * c] = t0[c]; z[2 * c + 1] = t1[c]; }
+        ctx->kern->cvt_bf16(z, 2 * nw, t16);
+        for (size_t s = 0; s * nr < nw; s++) {
+            size_t nv = QLORA__MIN(nr, nw - s * nr);
+            uint32_t *o = p16 + (s * kc2 + q) * nr;
+            memcpy(o, t16 + s * nr, nv * sizeof(uint32_t));
+            for (size_t jj = nv; jj < nr; jj++) o[jj] = 0;
+        }
+    }
+}
+
 static void qlora__gemm_task(void *arg, int ith, int nth) {
     const qlora__gemm_job *j = (const qlora__gemm_job *)arg;
     size_t mr = j->mr, nr = j->nr, pw = j->pw, kcmax = j->kc;
@@ -2534,29 +2572,23 @@ static void qlora__gemm_task(void *arg, int ith, int nth) {
         qlora__split(npan, ith, nth, &p0, &p1);
     }
     float *panel = j->ctx->scratch + (size_t)ith * j->ctx->scratch_floats;   // kc x pw
-    float *tmp = panel + kcmax * pw;                                          // pw x kc
-    uint32_t *p16 = (uint32_t *)(tmp + kcmax * pw);                           // (kc + 1) / 2 x pw
+    float *tmp = panel + kcmax * pw;                                          // pw x kc (+ 6 pw)
+    uint32_t *p16 = (uint32_t *)(tmp + kcmax * pw + 6 * pw);                  // (kc + 1) / 2 x pw
     for (size_t p = p0; p < p1; p++) {
         size_t n0 = p * pw, nw = QLORA__MIN(pw, j->N - n0);
         for (size_t k0 = 0; k0 < j->K; k0 += kcmax) {
             size_t kc = QLORA__MIN(kcmax, j->K - k0), kc2 = (kc + 1) / 2;
-            j->fill(j->ctx, j, k0, kc, n0, nw, panel, tmp);
             int acc = j->acc || k0 > 0;
-            if (j->bf16) {                  // panel rows 2p, 2p + 1 -> one row of bf16 pairs
-                for (size_t s = 0; s * nr < nw; s++)
-                    for (size_t q = 0; q < kc2; q++) {
-                        const float *r0 = panel + (s * kc + 2 * q) * nr, *r1 = r0 + nr;
-                        uint32_t *o = p16 + (s * kc2 + q) * nr;
-                        int odd = 2 * q + 1 == kc;
-                        for (size_t jj = 0; jj < nr; jj++)
-                            o[jj] = (uint32_t)qlora__f32_to_bf16(r0[jj]) | (odd ? 0u : (uint32_t)qlora__f32_to_bf16(r1[jj]) << 16);
-                    }
+            if (j->bf16) {                  // the f32 panel's space holds the converted rows
+                if (j->fill == qlora__fill_nt) qlora__fill_nt16(j->ctx, j, k0, kc, n0, nw, p16, tmp, (uint32_t *)panel);
+                else qlora__fill_nn16(j->ctx, j, k0, kc, n0, nw, p16, tmp, (uint32_t *)panel);
                 for (size_t i = m0; i < m1; i += mr)
                     for (size_t s = 0; s * nr < nw; s++)
                         j->gemm16(kc2, j->A16 + i * j->lda16 + k0 / 2, j->lda16, p16 + s * kc2 * nr, j->C + i * j->ldc + n0 + s * nr,
                                   j->ldc, (int)QLORA__MIN(mr, m1 - i), (int)QLORA__MIN(nr, nw - s * nr), acc);
                 continue;
             }
+            j->fill(j->ctx, j, k0, kc, n0, nw, panel, tmp);
             for (size_t i = m0; i < m1; i += mr)
                 for (size_t s = 0; s * nr < nw; s++)
                     j->gemm(kc, j->A + i * j->lda + k0, j->lda, panel + s * kc * nr, j->C + i * j->ldc + n0 + s * nr, j->ldc,
@@ -2618,7 +2650,7 @@ static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int tra
     if (bf16 && j.kc < j.K) j.kc &= ~(size_t)1;   // K blocks start on a pair
     size_t npan = (j.N + j.pw - 1) / j.pw;
     j.split_m = npan < 4 * (size_t)ctx->n_threads;
-    qlora_result r = qlora__scratch_reserve(ctx, 2 * j.kc * j.pw + (j.kc + 1) / 2 * j.pw);
+    qlora_result r = qlora__scratch_reserve(ctx, 2 * j.kc * j.pw + (j.kc + 1) / 2 * j.pw + 6 * j.pw);
     if (r != QLORA_OK) return r;
     if (bf16) {
         j.lda16 = (j.K + 1) / 2;
