@@ -274,8 +274,12 @@ typedef void (*qlora_cvt_bf16_fn)(const float *x, size_t n, uint32_t *out);
 // dropped when (hash32(i, seed) >> 8) / 2^24 < p, else scaled by 1 / (1 - p); y = that (acc = 0)
 // or y += that (acc = 1, the backward). Integer hash: every ISA drops the same elements.
 typedef void (*qlora_dropout_fn)(const float *x, float *y, size_t n, uint32_t i0, uint64_t seed, float p, int acc);
+// exp: y[i] = exp(a x[i] + b) (y may alias x), returns the sum in double; 0 below -87.34 (no
+// denormals), relative error < 2e-7 (Cephes expf). Softmax, cross-entropy, SiLU, attention.
+typedef double (*qlora_exp_fn)(const float *x, float *y, size_t n, float a, float b);
 typedef enum qlora_kernel_op {
-    QLORA_OP_DOT = 0, QLORA_OP_DEQ, QLORA_OP_GEMM, QLORA_OP_GEMM_BF16, QLORA_OP_CVT_BF16, QLORA_OP_DROPOUT, QLORA_OP_COUNT
+    QLORA_OP_DOT = 0, QLORA_OP_DEQ, QLORA_OP_GEMM, QLORA_OP_GEMM_BF16, QLORA_OP_CVT_BF16, QLORA_OP_DROPOUT, QLORA_OP_EXP,
+    QLORA_OP_COUNT
 } qlora_kernel_op;
 // y[r] = W[r,:] . x  for every row r (W: ne[1] rows of ne[0]); any weight type; threaded over rows.
 QLORA_API qlora_result qlora_matvec(qlora_ctx *ctx, const qlora_tensor *W, const float *x, float *y);
@@ -2082,6 +2086,17 @@ static void qlora__ref_dropout(const float *x, float *y, size_t n, uint32_t i0, 
     }
 }
 
+static double qlora__ref_exp(const float *x, float *y, size_t n, float a, float b) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        float t = a * x[i];
+        t = t + b;
+        y[i] = t < -87.33654f ? 0.0f : (float)exp((double)QLORA__MIN(t, 88.0f));
+        sum += (double)y[i];
+    }
+    return sum;
+}
+
 // >>generated
 // The SIMD (and unrolled scalar) kernels are emitted by gen/generate.py from gen/templates/ into
 // kernels_generated/; each is `static`, carries its ISA target attribute (xxHash-style runtime
@@ -2125,6 +2140,7 @@ struct qlora_kernels {
     int           mr16, nr16;
     qlora_cvt_bf16_fn cvt_bf16;                 // f32 -> bf16 pairs
     qlora_dropout_fn dropout;
+    qlora_exp_fn vexp;
     const char   *name[QLORA_OP_COUNT][QLORA_TYPE_COUNT];   // function names (qlora_ctx_describe)
     qlora_isa     isa[QLORA_OP_COUNT][QLORA_TYPE_COUNT];    // their instruction sets (REF = reference)
 };
@@ -2165,7 +2181,9 @@ static void qlora__kernels_init(qlora_ctx *ctx) {
         k->name[QLORA_OP_GEMM_BF16][t] = "qlora__ref_gemm_bf16";
         k->name[QLORA_OP_CVT_BF16][t] = "qlora__ref_cvt_bf16";
         k->name[QLORA_OP_DROPOUT][t] = "qlora__ref_dropout";
+        k->name[QLORA_OP_EXP][t] = "qlora__ref_exp";
     }
+    k->vexp = qlora__ref_exp;
     k->cvt_bf16 = qlora__ref_cvt_bf16;
     k->dropout = qlora__ref_dropout;
     k->gemm = qlora__ref_gemm;
@@ -2187,7 +2205,8 @@ static void qlora__kernels_init(qlora_ctx *ctx) {
         else if (e->op == QLORA_OP_GEMM) { k->gemm = (qlora_gemm_fn)e->fn; k->mr = e->mr; k->nr = e->nr; }
         else if (e->op == QLORA_OP_GEMM_BF16) { k->gemm_bf16 = (qlora_gemm_bf16_fn)e->fn; k->mr16 = e->mr; k->nr16 = e->nr; }
         else if (e->op == QLORA_OP_CVT_BF16) k->cvt_bf16 = (qlora_cvt_bf16_fn)e->fn;
-        else k->dropout = (qlora_dropout_fn)e->fn;
+        else if (e->op == QLORA_OP_DROPOUT) k->dropout = (qlora_dropout_fn)e->fn;
+        else k->vexp = (qlora_exp_fn)e->fn;
     }
     // ctx->isa now reports what runs: the widest instruction set among the chosen kernels.
     qlora_isa used = QLORA_ISA_REF;
@@ -8305,15 +8324,20 @@ static void qlora__add(qlora_ctx *ctx, float *y, const float *a, const float *b,
 }
 
 // SwiGLU: forward y = silu(a) * b; backward (c = dmm): y = du, rs = dg
+// (exp(-g) by the dispatched exp kernel into the output row first)
 static void qlora__swiglu_fwd_rows(const qlora__rows *j, size_t r0, size_t r1) {
-    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++) {
+    size_t i0 = r0 * (size_t)j->C, n = (r1 - r0) * (size_t)j->C;
+    j->t->ctx_kern->vexp(j->a + i0, j->y + i0, n, -1.0f, 0.0f);
+    for (size_t i = i0; i < i0 + n; i++) {
         float g = j->a[i];
-        j->y[i] = g / (1.0f + expf(-g)) * j->b[i];
+        j->y[i] = g / (1.0f + j->y[i]) * j->b[i];
     }
 }
 static void qlora__swiglu_bwd_rows(const qlora__rows *j, size_t r0, size_t r1) {
-    for (size_t i = r0 * (size_t)j->C; i < r1 * (size_t)j->C; i++) {
-        float g = j->a[i], sg = 1.0f / (1.0f + expf(-g)), dmm = j->c[i];
+    size_t i0 = r0 * (size_t)j->C, n = (r1 - r0) * (size_t)j->C;
+    j->t->ctx_kern->vexp(j->a + i0, j->y + i0, n, -1.0f, 0.0f);
+    for (size_t i = i0; i < i0 + n; i++) {
+        float g = j->a[i], sg = 1.0f / (1.0f + j->y[i]), dmm = j->c[i];
         j->y[i] = dmm * g * sg;
         j->rs[i] = dmm * j->b[i] * sg * (1.0f + g * (1.0f - sg));
     }
@@ -8333,14 +8357,11 @@ static void qlora__ce_rows(const qlora__rows *j, size_t r0, size_t r1) {
         if (y < 0) { j->dl[i] = NAN; if (j->f != 0.0f) memset(d, 0, V * sizeof(float)); continue; }
         float mx = row[0], ry = row[y];
         for (size_t v = 1; v < V; v++) if (row[v] > mx) mx = row[v];
-        double se = 0;
+        double se = j->t->ctx_kern->vexp(row, d, V, 1.0f, -mx);   // d is scratch (or the row itself)
         if (j->f != 0.0f) {
-            for (size_t v = 0; v < V; v++) { float e = expf(row[v] - mx); d[v] = e; se += (double)e; }
             float k = (float)((double)j->f / se);
             for (size_t v = 0; v < V; v++) d[v] *= k;
             d[y] -= j->f;
-        } else {
-            for (size_t v = 0; v < V; v++) se += (double)expf(row[v] - mx);
         }
         j->dl[i] = (double)mx + log(se) - (double)ry;
     }
@@ -8491,8 +8512,8 @@ static void qlora__attention_fwd_head(const qlora__att_job *j, float *ws, int b,
                 if (valid == 0) { memset(row, 0, nk * sizeof(float)); continue; }
                 float mx = mrow[i];
                 for (size_t c = 0; c < valid; c++) { row[c] *= scale; if (row[c] > mx) mx = row[c]; }
-                float corr = mrow[i] == -INFINITY ? 0.0f : expf(mrow[i] - mx), sum = 0.0f;
-                for (size_t c = 0; c < valid; c++) { row[c] = expf(row[c] - mx); sum += row[c]; }
+                float corr = mrow[i] == -INFINITY ? 0.0f : expf(mrow[i] - mx);
+                float sum = (float)j->ctx->kern->vexp(row, row, valid, 1.0f, -mx);
                 for (size_t c = valid; c < nk; c++) row[c] = 0.0f;
                 lrow[i] = lrow[i] * corr + sum;
                 mrow[i] = mx;
@@ -8537,13 +8558,11 @@ static void qlora__attention_bwd_head(const qlora__att_job *j, float *ws, int b,
             qlora__gemm_serial(j->ctx, Q + q0 * qd, qd, pkT, D, nk, nq, S, BL, 0);    // S  = Q K^T
             qlora__gemm_serial(j->ctx, dO + q0 * qd, qd, pvT, D, nk, nq, dP, BL, 0);  // dP = dO V^T
             for (size_t i = 0; i < nq; i++) {
-                size_t qi = q0 + i;
+                size_t qi = q0 + i, valid = qi >= k0 ? QLORA__MIN(nk, qi - k0 + 1) : 0;
+                float *srow = S + i * BL;
+                j->ctx->kern->vexp(srow, srow, valid, scale, -lse[qi]);    // P = exp(S scale - lse)
                 for (size_t c = 0; c < nk; c++) {
-                    float p = 0.0f, ds = 0.0f;
-                    if (k0 + c <= qi) {
-                        p = expf(S[i * BL + c] * scale - lse[qi]);
-                        ds = p * (dP[i * BL + c] - Dv[qi]) * scale;
-                    }
+                    float p = c < valid ? srow[c] : 0.0f, ds = c < valid ? p * (dP[i * BL + c] - Dv[qi]) * scale : 0.0f;
                     dP[i * BL + c] = ds;
                     PT[c * BL + i] = p;
                     dST[c * BL + i] = ds;
@@ -8612,7 +8631,7 @@ static qlora_result qlora__block_fwd(qlora_ctx *ctx, qlora_train *t, int l, qlor
     if ((r = qlora__lin_fwd(ctx, t, l, QLORA_MOD_UP, a->h2, t->C, a->u, a->lu[QLORA_MOD_UP])) != QLORA_OK) return r;
     qlora__rows sw;
     memset(&sw, 0, sizeof sw);
-    sw.fn = qlora__swiglu_fwd_rows; sw.n = (size_t)t->N; sw.C = t->F; sw.y = a->mm; sw.a = a->g; sw.b = a->u;
+    sw.fn = qlora__swiglu_fwd_rows; sw.n = (size_t)t->N; sw.C = t->F; sw.y = a->mm; sw.a = a->g; sw.b = a->u; sw.t = t;
     qlora__par_rows(ctx, &sw);
     if ((r = qlora__lin_fwd(ctx, t, l, QLORA_MOD_DOWN, a->mm, t->F, y, a->lu[QLORA_MOD_DOWN])) != QLORA_OK) return r;
     qlora__add(ctx, y, a->x1, NULL, 0.0f, t->N, t->C);
@@ -8632,7 +8651,7 @@ static qlora_result qlora__block_bwd(qlora_ctx *ctx, qlora_train *t, int l, qlor
     if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_DOWN, a->mm, t->F, t->dx, a->lu[QLORA_MOD_DOWN], t->dh)) != QLORA_OK) return r;   // dh = dmm
     qlora__rows sw;
     memset(&sw, 0, sizeof sw);
-    sw.fn = qlora__swiglu_bwd_rows; sw.n = (size_t)t->N; sw.C = t->F; sw.y = t->du; sw.rs = t->dg; sw.a = a->g; sw.b = a->u; sw.c = t->dh;
+    sw.fn = qlora__swiglu_bwd_rows; sw.n = (size_t)t->N; sw.C = t->F; sw.y = t->du; sw.rs = t->dg; sw.a = a->g; sw.b = a->u; sw.c = t->dh; sw.t = t;
     qlora__par_rows(ctx, &sw);
     memset(t->dh, 0, NC * sizeof(float));
     if ((r = qlora__lin_bwd(ctx, t, l, QLORA_MOD_GATE, a->h2, t->C, t->dg, a->lu[QLORA_MOD_GATE], t->dh)) != QLORA_OK) return r;
@@ -8701,7 +8720,7 @@ QLORA__DEF qlora_result qlora_train_forward(qlora_ctx *ctx, qlora_train *t, cons
         if (!any) continue;
         qlora__rows ce;
         memset(&ce, 0, sizeof ce);
-        ce.fn = qlora__ce_rows; ce.n = nc; ce.C = V; ce.T = t->T; ce.a = lg; ce.y = t->lchunk; ce.f = grad_scale;
+        ce.fn = qlora__ce_rows; ce.n = nc; ce.C = V; ce.T = t->T; ce.a = lg; ce.y = t->lchunk; ce.f = grad_scale; ce.t = t;
         ce.lab = labels; ce.off = n0; ce.dl = t->rowloss;
         qlora__par_rows(ctx, &ce);
         for (size_t i = 0; i < nc; i++)                            // in order: the same sum for any thread count

@@ -9,6 +9,7 @@ KERNELS: one dict per generated kernel: op, weight format, activation format, is
       gemm_bf16  the same over bf16 pairs (qlora_gemm_bf16_fn): A rows and B panels hold 2 bf16 per u32
       cvt_bf16   void cvt(x, n, out): f32 -> bf16 pairs (round to nearest even), the GEMM operand layout
       dropout    void drop(x, y, n, i0, seed, p, acc): LoRA dropout with a counter hash (bit-identical per ISA)
+      exp        double exp(x, y, n, a, b): y = exp(a x + b), returns the sum (softmax, CE, SiLU, attention)
 OPS: op -> template (None = the weight format's dot template).
 Priority comes from isa.py. Names follow STYLE.md 5.2:
   function  qlora_k_<op>_<wfmt>_<afmt>__<isa>
@@ -35,7 +36,7 @@ FORMATS = {
 UNROLL = {"scalar": 4, "avx2": 2, "avx512": 2, "neon": 4}
 
 OPS = {"dot": None, "deq": "deq.h.j2", "gemm": "gemm_f32.h.j2", "gemm_bf16": "gemm_bf16.h.j2", "cvt_bf16": "cvt_bf16.h.j2",
-       "dropout": "dropout.h.j2"}
+       "dropout": "dropout.h.j2", "exp": "exp.h.j2"}
 
 ISAS = ("scalar", "avx2", "avx512", "neon")
 WEIGHTS = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "nf4", "fp4", "int4", "int8")
@@ -50,5 +51,5 @@ KERNELS = (
     # bf16 x bf16 -> f32 GEMM (--bf16): the portable scalar one and the AVX-512-BF16 one
     [dict(op=op, wfmt="bf16", afmt="bf16" if op == "gemm_bf16" else "f32", isa=isa, unroll=1)
      for isa in ("scalar", "avx512bf16") for op in ("gemm_bf16", "cvt_bf16")] +
-    [dict(op="dropout", wfmt="f32", afmt="f32", isa=isa, unroll=1) for isa in ISAS]
+    [dict(op=op, wfmt="f32", afmt="f32", isa=isa, unroll=1) for isa in ISAS for op in ("dropout", "exp")]
 )

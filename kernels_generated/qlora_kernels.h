@@ -73,6 +73,7 @@
 #include "scalar/dot-q4_1-f32-scalar.h"
 #include "scalar/dot-q8_0-f32-scalar.h"
 #include "scalar/dropout-f32-f32-scalar.h"
+#include "scalar/exp-f32-f32-scalar.h"
 #include "scalar/gemm-f32-f32-scalar.h"
 #include "scalar/gemm_bf16-bf16-bf16-scalar.h"
 #endif
@@ -98,6 +99,7 @@
 #include "avx2/dot-q4_1-f32-avx2.h"
 #include "avx2/dot-q8_0-f32-avx2.h"
 #include "avx2/dropout-f32-f32-avx2.h"
+#include "avx2/exp-f32-f32-avx2.h"
 #include "avx2/gemm-f32-f32-avx2.h"
 #endif
 #if QLORA__K_AVX512
@@ -122,6 +124,7 @@
 #include "avx512/dot-q4_1-f32-avx512.h"
 #include "avx512/dot-q8_0-f32-avx512.h"
 #include "avx512/dropout-f32-f32-avx512.h"
+#include "avx512/exp-f32-f32-avx512.h"
 #include "avx512/gemm-f32-f32-avx512.h"
 #endif
 #if QLORA__K_NEON
@@ -146,6 +149,7 @@
 #include "neon/dot-q4_1-f32-neon.h"
 #include "neon/dot-q8_0-f32-neon.h"
 #include "neon/dropout-f32-f32-neon.h"
+#include "neon/exp-f32-f32-neon.h"
 #include "neon/gemm-f32-f32-neon.h"
 #endif
 #if QLORA__K_AVX512BF16

@@ -322,6 +322,42 @@ static void test_dropout_kernel(const kentry *k) {
     free(x); free(y); free(w);
 }
 
+// ---- 1g. exp: within 2e-7 of exp() in double, 0 below the clamp, the sum returned --------------
+static qlora_exp_fn g_exp_scalar;   // the generated scalar kernel: every ISA must match it bit for bit
+static void test_exp_kernel(const kentry *k) {
+    qlora_exp_fn fn = (qlora_exp_fn)k->fn;
+    size_t n = 1037;
+    float *x = (float *)malloc(sizeof(float) * n), *y = (float *)malloc(sizeof(float) * (n + 1)), *z = (float *)malloc(sizeof(float) * n);
+    float ab[][2] = { { 1.0f, 0.0f }, { -1.0f, 0.0f }, { 0.125f, -3.5f }, { 1.0f, -7.25f } };
+    double worst = 0;
+    int cases = 0;
+    for (int c = 0; c < 4; c++) {
+        for (size_t i = 0; i < n; i++) x[i] = rnd_f(-110, 100);
+        x[0] = 0.0f; x[1] = -87.0f; x[2] = 87.9f; x[3] = NAN; x[4] = INFINITY; x[5] = -INFINITY;
+        y[n] = 9.0f;
+        double sum = fn(x, y, n, ab[c][0], ab[c][1]), want = 0;
+        CHECK_MSG(y[n] == 9.0f, "%s: wrote past the end", k->name);
+        for (size_t i = 0; i < n; i++) {
+            float t = ab[c][0] * x[i];
+            t = t + ab[c][1];
+            want += (double)y[i];
+            if (t != t || t < -87.33654f) { CHECK_MSG(y[i] == 0.0f, "%s exp(%g) = %g, want 0", k->name, (double)t, (double)y[i]); continue; }
+            double e = exp((double)(t > 88.0f ? 88.0f : t)), err = fabs((double)y[i] - e) / e;
+            CHECK_MSG(err < 2e-7, "%s exp(%.9g) = %.9g vs %.9g", k->name, (double)t, (double)y[i], e);
+            if (err > worst) worst = err;
+        }
+        CHECK_MSG(fabs(sum - want) <= 1e-12 * fabs(want) + 1e-30, "%s: sum %.17g vs %.17g", k->name, sum, want);
+        if (g_exp_scalar) {
+            g_exp_scalar(x, z, n, ab[c][0], ab[c][1]);
+            CHECK_MSG(memcmp(y, z, n * sizeof(float)) == 0, "%s differs from the scalar kernel", k->name);
+        }
+        cases++;
+    }
+    if (k->isa == QLORA_ISA_SCALAR) g_exp_scalar = fn;
+    printf("  %-32s %2d cases, worst rel err %.2e vs exp()\n", k->name, cases, worst);
+    free(x); free(y); free(z);
+}
+
 // ---- 1b. the reference dequantizes exactly as the quantization module does ------------------
 // With x = e_i the reference returns deq(w_i) itself (one float product by 1.0, an exact double
 // sum), so this checks deq() bit for bit against qlora_bnb_dequantize / qlora_ggml_dequantize.
@@ -684,6 +720,7 @@ int main(int argc, char **argv) {
         else if (registry[i].op == QLORA_OP_GEMM_BF16) test_gemm_bf16_kernel(&registry[i]);
         else if (registry[i].op == QLORA_OP_CVT_BF16) test_cvt_kernel(&registry[i]);
         else if (registry[i].op == QLORA_OP_DROPOUT) test_dropout_kernel(&registry[i]);
+        else if (registry[i].op == QLORA_OP_EXP) test_exp_kernel(&registry[i]);
         else CHECK_MSG(0, "%s: no test for this op", registry[i].name);
     }
     test_ref_is_deq();
