@@ -15,7 +15,7 @@ HEADERS := qlora.h $(wildcard kernels_generated/*.h kernels_generated/*/*.h kern
 SMOL_GGUF := models/SmolLM2-135M-Instruct-Q4_1.gguf
 
 # compile-checks and check-generated run first in `make test`.
-.PHONY: all test test-neon fixtures smollm2 demo sanitize clean check-generated compile-checks bench bench-quick
+.PHONY: all test test-isa test-neon fixtures smollm2 demo sanitize clean check-generated compile-checks bench bench-quick
 
 all: build/qlora
 
@@ -71,6 +71,15 @@ NEON_TESTS := $(patsubst tests/%.c,build/neon/%,$(wildcard tests/test_*.c))
 build/neon/test_%: tests/test_%.c tests/qlora_test.h $(HEADERS)
 	@mkdir -p $(@D)
 	$(NEON_CC) -static -O2 $(BASE) -Werror -o $@ $< $(LDLIBS)
+
+# The C test suite once per instruction set: QLORA_ISA caps every ctx created with force_isa = AUTO
+# (ISAs the CPU lacks fall back to the best it has, so this is safe on any x86).
+TEST_ISAS ?= ref scalar avx2 avx512 avx512bf16
+test-isa: $(TESTS) fixtures smollm2
+	@fail=0; for isa in $(TEST_ISAS); do for t in $(TESTS); do \
+	  QLORA_ISA=$$isa ./$$t >build/isa.log 2>&1 || { echo "FAIL $$t with QLORA_ISA=$$isa"; grep -m5 FAIL build/isa.log; fail=1; }; \
+	done; echo "QLORA_ISA=$$isa: $(words $(TESTS)) C test programs done"; done; \
+	if [ $$fail -ne 0 ]; then echo "SOME PER-ISA TESTS FAILED"; exit 1; fi; echo "ALL PER-ISA TESTS PASSED"
 
 test-neon: $(NEON_TESTS) fixtures smollm2
 	@fail=0; for t in $(NEON_TESTS); do echo "== $(NEON_RUN) $$t"; $(NEON_RUN) ./$$t || fail=1; done; \

@@ -45,8 +45,13 @@
      QLORA_ASSERT(x)            impl     internal invariants only (default assert)
      QLORA_GENERATED_KERNELS    impl     include kernels_generated/qlora_kernels.h
      QLORA_NO_SIMD              impl     never use the generated SIMD kernels
-     QLORA_NO_AVX2 / QLORA_NO_AVX512     deny one ISA
+     QLORA_NO_AVX2 / QLORA_NO_AVX512 / QLORA_NO_AVX512BF16 / QLORA_NO_NEON     deny one ISA
      QLORA_NO_THREADS           impl     no pthreads; everything runs on the caller's thread
+     QLORA_GEMM_MIN_T           impl     tokens from which qlora_matmul runs as a GEMM [16]
+
+   ENVIRONMENT
+     QLORA_ISA=ref|scalar|avx2|avx512|avx512bf16|neon   caps the kernels of every ctx created
+                                with force_isa = AUTO (runs the whole test suite per ISA)
 
    ALGORITHM
      QLoRA (Dettmers et al. 2023) keeps the pretrained weight W frozen in a 4-bit code: W is
@@ -1326,6 +1331,18 @@ QLORA__DEF qlora_result qlora_ctx_create(const qlora_ctx_config *cfg, qlora_ctx 
     ctx->log_user = cfg->log_user;
     ctx->cpu = qlora_cpu_features();
     ctx->isa = cfg->force_isa;
+    if (ctx->isa == QLORA_ISA_AUTO) {              // QLORA_ISA=ref|scalar|avx2|avx512|neon|avx512bf16
+        const char *env = getenv("QLORA_ISA");
+        if (env && *env) {
+            int k = 0;
+            while (k < QLORA_ISA_COUNT && strcmp(env, qlora__isa_names[k]) != 0) k++;
+            if (k == QLORA_ISA_COUNT) {
+                QLORA__FREE(ctx);
+                return QLORA_ERR_INVALID_ARG;      // no ctx to carry a message: qlora_result_string says it
+            }
+            ctx->isa = (qlora_isa)k;
+        }
+    }
     int nt = cfg->n_threads;
 #ifndef QLORA_NO_THREADS
     if (nt <= 0) { long n = sysconf(_SC_NPROCESSORS_ONLN); nt = n > 0 ? (int)n : 1; }
