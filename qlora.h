@@ -166,6 +166,7 @@ typedef enum qlora_isa {
     QLORA_ISA_AVX512,
     QLORA_ISA_NEON,
     QLORA_ISA_AVX512BF16,     // avx512 + vdpbf16ps: only the bf16 GEMM (--bf16) differs
+    QLORA_ISA_AMX,            // + AMX-BF16 tiles for the bf16 GEMM
     QLORA_ISA_COUNT
 } qlora_isa;
 
@@ -173,6 +174,7 @@ typedef enum qlora_isa {
 #define QLORA_CPU_AVX512  (1u << 1)   // avx512 f + bw + vl
 #define QLORA_CPU_NEON    (1u << 2)
 #define QLORA_CPU_AVX512BF16 (1u << 3)   // avx512 + avx512_bf16
+#define QLORA_CPU_AMX     (1u << 4)   // amx-tile + amx-bf16, tile data enabled by the OS for us
 
 QLORA_API const char *qlora_isa_name(qlora_isa isa);
 
@@ -1036,15 +1038,21 @@ QLORA_API qlora_result qlora_find_last_checkpoint(qlora_ctx *ctx, const char *di
 #define QLORA__TARGET_AVX2   __attribute__((target("avx2,fma,f16c")))
 #define QLORA__TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define QLORA__TARGET_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
+#define QLORA__TARGET_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
 #define QLORA__HAVE_TARGET_ATTR 1
 #else
 #define QLORA__TARGET_AVX2
 #define QLORA__TARGET_AVX512
 #define QLORA__TARGET_AVX512BF16
+#define QLORA__TARGET_AMX
 #endif
 
 #if defined(QLORA__X86) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 static unsigned qlora__detect_cpu(void) {
     unsigned a, b, c, d, f = 0;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
@@ -1059,8 +1067,20 @@ static unsigned qlora__detect_cpu(void) {
     int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
     if (ymm_ok && avx2 && fma && f16c) f |= QLORA_CPU_AVX2;
     if (zmm_ok && (f & QLORA_CPU_AVX2) && avx512f && avx512bw && avx512vl) f |= QLORA_CPU_AVX512;
+    unsigned edx7 = d;
     __cpuid_count(7, 1, a, b, c, d);
     if ((f & QLORA_CPU_AVX512) && ((a >> 5) & 1)) f |= QLORA_CPU_AVX512BF16;
+#if defined(__linux__)
+    // AMX: amx-tile (edx bit 24) + amx-bf16 (bit 22); Linux hands out the 8 KiB tile state only on
+    // request (arch_prctl ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18), then XCR0 17-18.
+    if ((f & QLORA_CPU_AVX512BF16) && ((edx7 >> 24) & 1) && ((edx7 >> 22) & 1) &&
+        syscall(SYS_arch_prctl, 0x1023, 18) == 0) {
+        __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+        if ((xlo & (3u << 17)) == (3u << 17)) f |= QLORA_CPU_AMX;
+    }
+#else
+    (void)edx7;
+#endif
     return f;
 }
 #elif defined(QLORA__ARM64)
@@ -1078,7 +1098,10 @@ QLORA__DEF unsigned qlora_cpu_features(void) {
     f &= ~(QLORA_CPU_AVX512 | QLORA_CPU_AVX512BF16);
 #endif
 #ifdef QLORA_NO_AVX512BF16
-    f &= ~QLORA_CPU_AVX512BF16;
+    f &= ~(QLORA_CPU_AVX512BF16 | QLORA_CPU_AMX);
+#endif
+#ifdef QLORA_NO_AMX
+    f &= ~QLORA_CPU_AMX;
 #endif
 #ifdef QLORA_NO_NEON
     f &= ~QLORA_CPU_NEON;
@@ -1112,7 +1135,7 @@ QLORA__DEF const char *qlora_type_name(qlora_type t) {
 QLORA__DEF int qlora_type_is_bnb(qlora_type t) {
     return t == QLORA_TYPE_NF4 || t == QLORA_TYPE_FP4 || t == QLORA_TYPE_INT4 || t == QLORA_TYPE_INT8;
 }
-static const char *const qlora__isa_names[QLORA_ISA_COUNT] = { "auto", "ref", "scalar", "avx2", "avx512", "neon", "avx512bf16" };
+static const char *const qlora__isa_names[QLORA_ISA_COUNT] = { "auto", "ref", "scalar", "avx2", "avx512", "neon", "avx512bf16", "amx" };
 QLORA__DEF const char *qlora_isa_name(qlora_isa isa) {
     return (unsigned)isa < QLORA_ISA_COUNT ? qlora__isa_names[isa] : "?";
 }
@@ -2166,7 +2189,7 @@ struct qlora_kernels {
 static int qlora__isa_allowed(qlora_isa k, unsigned cpu, qlora_isa force) {
     int on_cpu = k == QLORA_ISA_SCALAR || (k == QLORA_ISA_AVX2 && (cpu & QLORA_CPU_AVX2)) ||
                  (k == QLORA_ISA_AVX512 && (cpu & QLORA_CPU_AVX512)) || (k == QLORA_ISA_NEON && (cpu & QLORA_CPU_NEON)) ||
-                 (k == QLORA_ISA_AVX512BF16 && (cpu & QLORA_CPU_AVX512BF16));
+                 (k == QLORA_ISA_AVX512BF16 && (cpu & QLORA_CPU_AVX512BF16)) || (k == QLORA_ISA_AMX && (cpu & QLORA_CPU_AMX));
     if (!on_cpu) return 0;
     switch (force) {
     case QLORA_ISA_AUTO:   return 1;
@@ -2174,7 +2197,8 @@ static int qlora__isa_allowed(qlora_isa k, unsigned cpu, qlora_isa force) {
     case QLORA_ISA_SCALAR: return k == QLORA_ISA_SCALAR;
     case QLORA_ISA_AVX2:   return k == QLORA_ISA_SCALAR || k == QLORA_ISA_AVX2;
     case QLORA_ISA_AVX512: return k == QLORA_ISA_SCALAR || k == QLORA_ISA_AVX2 || k == QLORA_ISA_AVX512;
-    case QLORA_ISA_AVX512BF16: return k != QLORA_ISA_NEON;
+    case QLORA_ISA_AVX512BF16: return k != QLORA_ISA_NEON && k != QLORA_ISA_AMX;
+    case QLORA_ISA_AMX:    return k != QLORA_ISA_NEON;
     case QLORA_ISA_NEON:   return k == QLORA_ISA_SCALAR || k == QLORA_ISA_NEON;
     default:               return 0;
     }
@@ -2268,9 +2292,9 @@ QLORA__DEF void qlora_ctx_describe(const qlora_ctx *ctx, char *buf, size_t cap) 
     buf[0] = 0;
     if (!ctx) return;
     size_t len = 0;
-    int w = snprintf(buf, cap, "cpu: avx2=%s avx512=%s avx512bf16=%s neon=%s; isa=%s; threads=%d;",
+    int w = snprintf(buf, cap, "cpu: avx2=%s avx512=%s avx512bf16=%s amx=%s neon=%s; isa=%s; threads=%d;",
                      (ctx->cpu & QLORA_CPU_AVX2) ? "yes" : "no", (ctx->cpu & QLORA_CPU_AVX512) ? "yes" : "no",
-                     (ctx->cpu & QLORA_CPU_AVX512BF16) ? "yes" : "no",
+                     (ctx->cpu & QLORA_CPU_AVX512BF16) ? "yes" : "no", (ctx->cpu & QLORA_CPU_AMX) ? "yes" : "no",
                      (ctx->cpu & QLORA_CPU_NEON) ? "yes" : "no", qlora_isa_name(ctx->isa), ctx->n_threads);
     for (int t = 0; t < QLORA_TYPE_COUNT && w >= 0; t++) {
         len += (size_t)w;
@@ -2440,6 +2464,9 @@ QLORA__DEF qlora_result qlora_matmul(qlora_ctx *ctx, const qlora_tensor *W, cons
     return QLORA_OK;
 }
 // >>gemm
+// bf16 operands come in pairs, and the K extent of every bf16 GEMM call is padded with zero pairs
+// to a multiple of 16 (the AMX tile depth; harmless elsewhere).
+#define QLORA__PAIRS16(k) ((((k) + 1) / 2 + 15) / 16 * 16)
 static void qlora__tensor_init(qlora_tensor *t, qlora_type type, int64_t ne0, int64_t ne1, const void *data);
 // Batched products (training, prompt prefill) as real GEMMs, BLIS-style without packing A:
 //     C (M x N) [+]= A (M x K) . B (K x N)
@@ -2560,7 +2587,7 @@ static void qlora__fill_nn(const qlora_ctx *ctx, const qlora__gemm_job *j, size_
 // bf16 panels: p16[s][q][jj] = bf16 pair (k = 2q, 2q + 1) of column n0 + s*nr + jj, zero-padded.
 // nt: rows of W are columns: deq each row, convert it to pairs (cvt kernel), transpose u32s.
 static void qlora__fill_nt16(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, uint32_t *p16, float *tmp, uint32_t *t16) {
-    size_t nr = j->nr, kc2 = (kc + 1) / 2;
+    size_t nr = j->nr, kc2 = (kc + 1) / 2, kp = QLORA__PAIRS16(kc);
     for (size_t r = 0; r < nw; r++) {
         qlora__deq_row(ctx, j->W, n0 + r, k0, kc, tmp);
         ctx->kern->cvt_bf16(tmp, kc, t16 + r * kc2);
@@ -2568,17 +2595,18 @@ static void qlora__fill_nt16(const qlora_ctx *ctx, const qlora__gemm_job *j, siz
     for (size_t s = 0; s * nr < nw; s++) {
         size_t nv = QLORA__MIN(nr, nw - s * nr);
         for (size_t q = 0; q < kc2; q++) {
-            uint32_t *o = p16 + (s * kc2 + q) * nr;
+            uint32_t *o = p16 + (s * kp + q) * nr;
             const uint32_t *src = t16 + (s * nr) * kc2 + q;
             size_t jj = 0;
             for (; jj < nv; jj++) o[jj] = src[jj * kc2];
             for (; jj < nr; jj++) o[jj] = 0;
         }
+        memset(p16 + (s * kp + kc2) * nr, 0, (kp - kc2) * nr * sizeof(uint32_t));
     }
 }
 // nn: rows of W are k: deq rows 2q and 2q + 1, interleave, convert to pairs, scatter to sub-panels.
 static void qlora__fill_nn16(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, uint32_t *p16, float *tmp, uint32_t *t16) {
-    size_t nr = j->nr, kc2 = (kc + 1) / 2;
+    size_t nr = j->nr, kc2 = (kc + 1) / 2, kp = QLORA__PAIRS16(kc);
     float *t0 = tmp, *t1 = tmp + nw, *z = tmp + 2 * nw;
     for (size_t q = 0; q < kc2; q++) {
         qlora__deq_row(ctx, j->W, k0 + 2 * q, n0, nw, t0);
@@ -2588,11 +2616,12 @@ static void qlora__fill_nn16(const qlora_ctx *ctx, const qlora__gemm_job *j, siz
         ctx->kern->cvt_bf16(z, 2 * nw, t16);
         for (size_t s = 0; s * nr < nw; s++) {
             size_t nv = QLORA__MIN(nr, nw - s * nr);
-            uint32_t *o = p16 + (s * kc2 + q) * nr;
+            uint32_t *o = p16 + (s * kp + q) * nr;
             memcpy(o, t16 + s * nr, nv * sizeof(uint32_t));
             for (size_t jj = nv; jj < nr; jj++) o[jj] = 0;
         }
     }
+    for (size_t s = 0; s * nr < nw; s++) memset(p16 + (s * kp + kc2) * nr, 0, (kp - kc2) * nr * sizeof(uint32_t));
 }
 
 static void qlora__gemm_task(void *arg, int ith, int nth) {
@@ -2609,18 +2638,18 @@ static void qlora__gemm_task(void *arg, int ith, int nth) {
     }
     float *panel = j->ctx->scratch + (size_t)ith * j->ctx->scratch_floats;   // kc x pw
     float *tmp = panel + kcmax * pw;                                          // pw x kc (+ 6 pw)
-    uint32_t *p16 = (uint32_t *)(tmp + kcmax * pw + 6 * pw);                  // (kc + 1) / 2 x pw
+    uint32_t *p16 = (uint32_t *)(tmp + kcmax * pw + 6 * pw);                  // PAIRS16(kc) x pw
     for (size_t p = p0; p < p1; p++) {
         size_t n0 = p * pw, nw = QLORA__MIN(pw, j->N - n0);
         for (size_t k0 = 0; k0 < j->K; k0 += kcmax) {
-            size_t kc = QLORA__MIN(kcmax, j->K - k0), kc2 = (kc + 1) / 2;
+            size_t kc = QLORA__MIN(kcmax, j->K - k0), kp = QLORA__PAIRS16(kc);
             int acc = j->acc || k0 > 0;
             if (j->bf16) {                  // the f32 panel's space holds the converted rows
                 if (j->fill == qlora__fill_nt) qlora__fill_nt16(j->ctx, j, k0, kc, n0, nw, p16, tmp, (uint32_t *)panel);
                 else qlora__fill_nn16(j->ctx, j, k0, kc, n0, nw, p16, tmp, (uint32_t *)panel);
                 for (size_t i = m0; i < m1; i += mr)
                     for (size_t s = 0; s * nr < nw; s++)
-                        j->gemm16(kc2, j->A16 + i * j->lda16 + k0 / 2, j->lda16, p16 + s * kc2 * nr, j->C + i * j->ldc + n0 + s * nr,
+                        j->gemm16(kp, j->A16 + i * j->lda16 + k0 / 2, j->lda16, p16 + s * kp * nr, j->C + i * j->ldc + n0 + s * nr,
                                   j->ldc, (int)QLORA__MIN(mr, m1 - i), (int)QLORA__MIN(nr, nw - s * nr), acc);
                 continue;
             }
@@ -2653,9 +2682,12 @@ static qlora_result qlora__scratch_reserve(qlora_ctx *ctx, size_t floats) {
 typedef struct qlora__cvt_job { const float *A; size_t lda, M, K; uint32_t *out; qlora_cvt_bf16_fn cvt; } qlora__cvt_job;
 static void qlora__cvt_task(void *arg, int ith, int nth) {
     const qlora__cvt_job *j = (const qlora__cvt_job *)arg;
-    size_t b, e, k2 = (j->K + 1) / 2;
+    size_t b, e, k2 = (j->K + 1) / 2, ld = QLORA__PAIRS16(j->K);
     qlora__split(j->M, ith, nth, &b, &e);
-    for (size_t i = b; i < e; i++) j->cvt(j->A + i * j->lda, j->K, j->out + i * k2);
+    for (size_t i = b; i < e; i++) {
+        j->cvt(j->A + i * j->lda, j->K, j->out + i * ld);
+        for (size_t q = k2; q < ld; q++) j->out[i * ld + q] = 0;
+    }
 }
 
 // C (M x N) [+]= A (M x K, row stride lda) . B, B = deq(W)^T (trans_w: W is N x K, the forward)
@@ -2683,13 +2715,13 @@ static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int tra
         j.pw = (QLORA__MAX((size_t)64, unit) + j.nr - 1) / j.nr * j.nr;
         j.kc = QLORA__MIN(j.K, (size_t)256);
     }
-    if (bf16 && j.kc < j.K) j.kc &= ~(size_t)1;   // K blocks start on a pair
+    if (bf16 && j.kc < j.K) j.kc &= ~(size_t)31;  // K blocks: whole 16-pair groups (no zero pad inside)
     size_t npan = (j.N + j.pw - 1) / j.pw;
     j.split_m = npan < 4 * (size_t)ctx->n_threads;
-    qlora_result r = qlora__scratch_reserve(ctx, 2 * j.kc * j.pw + (j.kc + 1) / 2 * j.pw + 6 * j.pw);
+    qlora_result r = qlora__scratch_reserve(ctx, 2 * j.kc * j.pw + QLORA__PAIRS16(j.kc) * j.pw + 6 * j.pw);
     if (r != QLORA_OK) return r;
     if (bf16) {
-        j.lda16 = (j.K + 1) / 2;
+        j.lda16 = QLORA__PAIRS16(j.K);           // zero pairs pad every row to a multiple of 16
         size_t need = M * j.lda16;
         if (need > ctx->abuf_n) {
             QLORA__FREE(ctx->abuf);

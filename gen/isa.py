@@ -55,6 +55,18 @@ ISAS = {
         deny="QLORA_NO_AVX512BF16", target="QLORA__TARGET_AVX512BF16", cpu_bit="QLORA_CPU_AVX512BF16", width=16, prio=35,
         gemm_mr=8, gemm_nr=32,
     ),
+    # AMX-BF16 (Sapphire Rapids+): 8 tile registers of 16 rows x 64 bytes; tdpbf16ps multiplies a
+    # 16 x 32 bf16 tile by a 32 x 16 one into 16 x 16 f32 (512 multiply-adds per instruction).
+    # The GEMM tile is 32 x 32 = 2 x 2 accumulator tiles, 2 A tiles, 2 B tiles. Linux needs
+    # arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) first (qlora__detect_cpu asks).
+    "amx": dict(
+        name="amx", enum="QLORA_ISA_AMX", macro="QLORA__K_AMX",
+        guard=("defined(QLORA__X86) && defined(__linux__) && !defined(QLORA_NO_AVX2) && !defined(QLORA_NO_AVX512) && "
+               "!defined(QLORA_NO_AVX512BF16) && !defined(QLORA_NO_AMX) && defined(QLORA__HAVE_TARGET_ATTR) && "
+               "(defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)"),
+        deny="QLORA_NO_AMX", target="QLORA__TARGET_AMX", cpu_bit="QLORA_CPU_AMX", width=16, prio=40,
+        gemm_mr=32, gemm_nr=32,
+    ),
 }
 
-ISA_ORDER = ["scalar", "avx2", "avx512", "neon", "avx512bf16"]
+ISA_ORDER = ["scalar", "avx2", "avx512", "neon", "avx512bf16", "amx"]

@@ -51,5 +51,6 @@ KERNELS = (
     # bf16 x bf16 -> f32 GEMM (--bf16): the portable scalar one and the AVX-512-BF16 one
     [dict(op=op, wfmt="bf16", afmt="bf16" if op == "gemm_bf16" else "f32", isa=isa, unroll=1)
      for isa in ("scalar", "avx512bf16") for op in ("gemm_bf16", "cvt_bf16")] +
+    [dict(op="gemm_bf16", wfmt="bf16", afmt="bf16", isa="amx", unroll=1)] +
     [dict(op=op, wfmt="f32", afmt="f32", isa=isa, unroll=1) for isa in ISAS for op in ("dropout", "exp")]
 )

@@ -49,6 +49,11 @@
 #else
 #define QLORA__K_AVX512BF16 0
 #endif
+#if defined(QLORA__X86) && defined(__linux__) && !defined(QLORA_NO_AVX2) && !defined(QLORA_NO_AVX512) && !defined(QLORA_NO_AVX512BF16) && !defined(QLORA_NO_AMX) && defined(QLORA__HAVE_TARGET_ATTR) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
+#define QLORA__K_AMX 1
+#else
+#define QLORA__K_AMX 0
+#endif
 
 #if QLORA__K_SCALAR
 #include "scalar/cvt_bf16-bf16-f32-scalar.h"
@@ -155,4 +160,7 @@
 #if QLORA__K_AVX512BF16
 #include "avx512bf16/cvt_bf16-bf16-f32-avx512bf16.h"
 #include "avx512bf16/gemm_bf16-bf16-bf16-avx512bf16.h"
+#endif
+#if QLORA__K_AMX
+#include "amx/gemm_bf16-bf16-bf16-amx.h"
 #endif

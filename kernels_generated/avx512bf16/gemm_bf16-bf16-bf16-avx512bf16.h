@@ -2,8 +2,8 @@
 // bf16 GEMM micro-kernel (avx512bf16, MR = 8 x NR = 32), f32 accumulation:
 //     C[i*ldc + j] = (acc ? C[i*ldc + j] : 0) + sum_{p < K2} lo(A_ip) lo(B_pj) + hi(A_ip) hi(B_pj)
 // where A_ip = A[i*lda + p] and B_pj = B[p*32 + j] are u32 holding two bf16 (k = 2p in the low
-// half, k = 2p + 1 in the high half), i < m <= 8, j < n <= 32. Same contract as the f32 kernel:
-// one running sum per element, seeded with C when acc != 0.
+// half, k = 2p + 1 in the high half), i < m <= 8, j < n <= 32, K2 a multiple of 16 (the
+// driver pads panels and activation rows with zero pairs). Seeded with C when acc != 0.
 static QLORA__TARGET_AVX512BF16 __mmask16 qlora_k_gemm_bf16_bf16_bf16__avx512bf16_mask(int n, int v) {
     int l = n - v * 16;
     return (__mmask16)(l >= 16 ? 0xffff : l <= 0 ? 0 : (1u << l) - 1);

@@ -2,8 +2,8 @@
 // bf16 GEMM micro-kernel (scalar, MR = 4 x NR = 8), f32 accumulation:
 //     C[i*ldc + j] = (acc ? C[i*ldc + j] : 0) + sum_{p < K2} lo(A_ip) lo(B_pj) + hi(A_ip) hi(B_pj)
 // where A_ip = A[i*lda + p] and B_pj = B[p*8 + j] are u32 holding two bf16 (k = 2p in the low
-// half, k = 2p + 1 in the high half), i < m <= 4, j < n <= 8. Same contract as the f32 kernel:
-// one running sum per element, seeded with C when acc != 0.
+// half, k = 2p + 1 in the high half), i < m <= 4, j < n <= 8, K2 a multiple of 16 (the
+// driver pads panels and activation rows with zero pairs). Seeded with C when acc != 0.
 static void qlora_k_gemm_bf16_bf16_bf16__scalar(size_t K2, const uint32_t *A, size_t lda, const uint32_t *B, float *C, size_t ldc, int m, int n, int acc) {
     float c[4][8];
     for (int i = 0; i < m; i++)
