@@ -338,9 +338,12 @@ static double f32_peak(int nt) {
     if (peak_avail[PK_AVX2]) return peak_gf[PK_AVX2][s];
     return 0;
 }
+// The bf16 peak of the kernel the drivers run: AMX tiles when the chosen bf16 GEMM is the AMX one.
+static int g_bf16_amx;
 static double bf16_peak(int nt) {
     int s = nt_slot(nt);
-    return s >= 0 && peak_avail[PK_BF16] ? peak_gf[PK_BF16][s] : 0;
+    peak_kind k = g_bf16_amx ? PK_AMX : PK_BF16;
+    return s >= 0 && peak_avail[k] ? peak_gf[k][s] : 0;
 }
 static const char *f32_peak_name(void) {
     return peak_avail[PK_AVX512] ? "avx512" : peak_avail[PK_AVX2] ? "avx2" : "none";
@@ -391,6 +394,7 @@ static int cpu_has(qlora_isa isa) {
     case QLORA_ISA_AVX2: return (g_cpu & QLORA_CPU_AVX2) != 0;
     case QLORA_ISA_AVX512: return (g_cpu & QLORA_CPU_AVX512) != 0;
     case QLORA_ISA_AVX512BF16: return (g_cpu & QLORA_CPU_AVX512BF16) != 0;
+    case QLORA_ISA_AMX:    return (g_cpu & QLORA_CPU_AMX) != 0;
     case QLORA_ISA_NEON: return (g_cpu & QLORA_CPU_NEON) != 0;
     default: return 0;   // an ISA this bench does not know yet: not run
     }
@@ -398,7 +402,7 @@ static int cpu_has(qlora_isa isa) {
 // The single-core peak a gemm micro-kernel of an ISA is compared with: its own FMA loop (scalar
 // code: AVX2 f32); NULL name and 0 when not measured.
 static double isa_peak1(qlora_isa isa, const char **name) {
-    peak_kind k = isa == QLORA_ISA_AVX512 ? PK_AVX512 : isa == QLORA_ISA_AVX512BF16 ? PK_BF16 :
+    peak_kind k = isa == QLORA_ISA_AVX512 ? PK_AVX512 : isa == QLORA_ISA_AVX512BF16 ? PK_BF16 : isa == QLORA_ISA_AMX ? PK_AMX :
                   isa == QLORA_ISA_AVX2 || isa == QLORA_ISA_SCALAR ? PK_AVX2 : PK_COUNT;
     *name = NULL;
     if (k == PK_COUNT || !peak_avail[k]) return 0;
@@ -684,7 +688,16 @@ static void bench_drivers(void) {
     if (ndir == 4) printf(", %s %dx%d)\n", bname, bmr, bnr);
     else printf("; bf16 rows skipped: bf16 tile is %s)\n", bname ? bname : "?");
     printf("  fwd Y = X deq(W)^T (qlora_matmul), bwd dX += dY deq(W) (qlora__gemm_w); GFLOP/s = 2*M*in*out/t;\n");
-    printf("  %% of the %s f32 FMA peak (bf16 rows: of the vdpbf16ps peak) for that many threads;\n", f32_peak_name());
+    {
+        const char *nm = NULL;
+        qlora_ctx_gemm_bf16(NULL, NULL, NULL, NULL);
+        qlora_ctx_config cc0; memset(&cc0, 0, sizeof cc0); cc0.n_threads = 1;
+        qlora_ctx *c0 = NULL;
+        if (qlora_ctx_create(&cc0, &c0) == QLORA_OK) { qlora_ctx_gemm_bf16(c0, NULL, NULL, &nm); qlora_ctx_destroy(c0); }
+        g_bf16_amx = nm && strstr(nm, "__amx") != NULL;
+    }
+    printf("  %% of the %s f32 FMA peak (bf16 rows: of the %s peak) for that many threads;\n", f32_peak_name(),
+           g_bf16_amx ? "AMX tdpbf16ps" : "vdpbf16ps");
     printf("  best of >= %d runs (>= %.1f s) after a warm-up\n", reps, min_s);
     others_mark om;
     mark_others(&om);
