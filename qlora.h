@@ -887,10 +887,12 @@ typedef struct qlora_train_memory_plan {
     size_t activations;         // saved for backward
     size_t scratch;             // working buffers
     size_t lora;                // adapter params + grads
+    size_t kernels;             // GEMM panels + attention tiles (per thread) + bf16 activation copy
     size_t total;
 } qlora_train_memory_plan;
 
-QLORA_API void qlora_train_memory(const qlora_model *m, const qlora_lora *l, const qlora_train_config *cfg, qlora_train_memory_plan *plan);
+// ctx: the context that will train (its threads and kernel tiles size the panels); NULL = 1 thread, reference tiles.
+QLORA_API void qlora_train_memory(const qlora_ctx *ctx, const qlora_model *m, const qlora_lora *l, const qlora_train_config *cfg, qlora_train_memory_plan *plan);
 QLORA_API qlora_result qlora_train_create(qlora_ctx *ctx, const qlora_model *m, qlora_lora *l, const qlora_train_config *cfg, qlora_train **out);
 QLORA_API void qlora_train_free(qlora_train *t);
 // Forward over tokens (B*T). labels (B*T) follow Hugging Face causal-LM semantics: position t of a
@@ -2678,7 +2680,7 @@ static qlora_result qlora__scratch_reserve(qlora_ctx *ctx, size_t floats) {
     return QLORA_OK;
 }
 
-// A (M x K) -> bf16 pairs, rows of (K + 1) / 2 u32, threaded over rows
+// A (M x K) -> bf16 pairs, rows of PAIRS16(K) u32 (zero-padded), threaded over rows
 typedef struct qlora__cvt_job { const float *A; size_t lda, M, K; uint32_t *out; qlora_cvt_bf16_fn cvt; } qlora__cvt_job;
 static void qlora__cvt_task(void *arg, int ith, int nth) {
     const qlora__cvt_job *j = (const qlora__cvt_job *)arg;
@@ -2690,11 +2692,9 @@ static void qlora__cvt_task(void *arg, int ith, int nth) {
     }
 }
 
-// C (M x N) [+]= A (M x K, row stride lda) . B, B = deq(W)^T (trans_w: W is N x K, the forward)
-// or deq(W) (W is K x N, the backward-input). ldc: row stride of C. bf16: operands rounded to
-// bf16, products summed in f32 (AVX-512-BF16 vdpbf16ps where the CPU has it).
-static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int trans_w, const float *A, size_t lda,
-                                  size_t M, float *C, size_t ldc, int acc, int bf16) {
+// The blocking of a GEMM through W (ctx may be NULL: reference tiles, one thread): K, N, panel
+// width, K block, micro tile, thread split. Also sizes the scratch (qlora__gemm_scratch).
+static void qlora__gemm_setup(const qlora_ctx *ctx, const qlora_tensor *W, int trans_w, int bf16, qlora__gemm_job *jp) {
     qlora__gemm_job j;
     memset(&j, 0, sizeof j);
     size_t ne0 = (size_t)W->ne[0], rows = qlora_tensor_nelements(W) / ne0;
@@ -2703,7 +2703,7 @@ static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int tra
     if (bf16) j.gemm16 = qlora_ctx_gemm_bf16(ctx, &mr, &nr, NULL);
     j.bf16 = bf16;
     j.mr = (size_t)mr; j.nr = (size_t)nr;
-    j.M = M; j.A = A; j.lda = lda; j.C = C; j.ldc = ldc; j.acc = acc; j.W = W; j.ctx = ctx;
+    j.W = W; j.ctx = ctx;
     size_t bs = qlora_type_is_bnb(W->type) ? (size_t)W->blocksize : QLORA__QK;
     size_t unit = bs <= 256 ? bs : 1;               // keep K blocks / panel columns on block edges
     if (trans_w) {                                  // K = ne0 (within a row), N = rows
@@ -2717,19 +2717,35 @@ static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int tra
     }
     if (bf16 && j.kc < j.K) j.kc &= ~(size_t)31;  // K blocks: whole 16-pair groups (no zero pad inside)
     size_t npan = (j.N + j.pw - 1) / j.pw;
-    j.split_m = npan < 4 * (size_t)ctx->n_threads;
-    qlora_result r = qlora__scratch_reserve(ctx, 2 * j.kc * j.pw + QLORA__PAIRS16(j.kc) * j.pw + 6 * j.pw);
+    j.split_m = npan < 4 * (size_t)(ctx ? ctx->n_threads : 1);
+    if (bf16) j.lda16 = QLORA__PAIRS16(j.K);     // zero pairs pad every row to a multiple of 16
+    *jp = j;
+}
+static size_t qlora__gemm_scratch(const qlora__gemm_job *j) { return 2 * j->kc * j->pw + QLORA__PAIRS16(j->kc) * j->pw + 6 * j->pw; }
+
+static qlora_result qlora__abuf_reserve(qlora_ctx *ctx, size_t need) {
+    if (need <= ctx->abuf_n) return QLORA_OK;
+    QLORA__FREE(ctx->abuf);
+    ctx->abuf_n = 0;
+    ctx->abuf = (uint32_t *)QLORA__MALLOC(need * sizeof(uint32_t));
+    if (!ctx->abuf) return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "gemm: %zu MiB for bf16 activations", need * 4 >> 20);
+    ctx->abuf_n = need;
+    return QLORA_OK;
+}
+
+// C (M x N) [+]= A (M x K, row stride lda) . B, B = deq(W)^T (trans_w: W is N x K, the forward)
+// or deq(W) (W is K x N, the backward-input). ldc: row stride of C. bf16: operands rounded to
+// bf16, products summed in f32 (AVX-512-BF16 vdpbf16ps / AMX tiles where the CPU has them).
+// Scratch is grown here only when no qlora_train_create planned it (plain qlora_matmul callers).
+static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int trans_w, const float *A, size_t lda,
+                                  size_t M, float *C, size_t ldc, int acc, int bf16) {
+    qlora__gemm_job j;
+    qlora__gemm_setup(ctx, W, trans_w, bf16, &j);
+    j.M = M; j.A = A; j.lda = lda; j.C = C; j.ldc = ldc; j.acc = acc;
+    qlora_result r = qlora__scratch_reserve(ctx, qlora__gemm_scratch(&j));
     if (r != QLORA_OK) return r;
     if (bf16) {
-        j.lda16 = QLORA__PAIRS16(j.K);           // zero pairs pad every row to a multiple of 16
-        size_t need = M * j.lda16;
-        if (need > ctx->abuf_n) {
-            QLORA__FREE(ctx->abuf);
-            ctx->abuf_n = 0;
-            ctx->abuf = (uint32_t *)QLORA__MALLOC(need * sizeof(uint32_t));
-            if (!ctx->abuf) return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "gemm: %zu MiB for bf16 activations", need * 4 >> 20);
-            ctx->abuf_n = need;
-        }
+        if ((r = qlora__abuf_reserve(ctx, M * j.lda16)) != QLORA_OK) return r;
         qlora__cvt_job cj = { A, lda, M, j.K, ctx->abuf, ctx->kern->cvt_bf16 };
         qlora_parallel_for(ctx, qlora__cvt_task, &cj);
         j.A16 = ctx->abuf;
@@ -8185,15 +8201,20 @@ static void qlora__train_dims(qlora_train *t, const qlora_model *m, const qlora_
     t->chunk = QLORA__MIN(t->N, QLORA__MAX(64, (int)(((size_t)1 << 26) / (4 * (size_t)QLORA__MAX(t->V, 1)) / 64 * 64)));
 }
 
-QLORA__DEF void qlora_train_memory(const qlora_model *m, const qlora_lora *l, const qlora_train_config *cfg, qlora_train_memory_plan *plan) {
+static void qlora__train_kernel_plan(const qlora_ctx *ctx, const qlora_train *t, size_t *per_thread, size_t *abuf);
+
+QLORA__DEF void qlora_train_memory(const qlora_ctx *ctx, const qlora_model *m, const qlora_lora *l, const qlora_train_config *cfg, qlora_train_memory_plan *plan) {
     qlora_train t;
     memset(&t, 0, sizeof t);
     qlora__train_dims(&t, m, l, cfg);
+    size_t pt, ab;
+    qlora__train_kernel_plan(ctx, &t, &pt, &ab);
+    plan->kernels = 4 * (pt * (size_t)(ctx ? ctx->n_threads : 1) + ab);
     size_t L = (size_t)m->cfg.n_layers;
     plan->activations = 4 * ((L + 1) * (size_t)t.N * t.C + (t.ckpt ? 1 : L) * qlora__acts_floats(&t));
     plan->scratch = 4 * qlora__train_scratch_floats(&t);
     plan->lora = l ? 2 * 4 * l->n_params : 0;
-    plan->total = plan->activations + plan->scratch + plan->lora;
+    plan->total = plan->activations + plan->scratch + plan->lora + plan->kernels;
 }
 
 QLORA__DEF void qlora_train_free(qlora_train *t) {
@@ -8260,6 +8281,11 @@ QLORA__DEF qlora_result qlora_train_create(qlora_ctx *ctx, const qlora_model *m,
     }
 #undef QLORA__CARVE
     QLORA_ASSERT((size_t)(p - t->arena) <= total);
+    size_t pt, ab;                            // kernel working memory, planned before step 1 too
+    qlora__train_kernel_plan(ctx, t, &pt, &ab);
+    qlora_result r = qlora__scratch_reserve(ctx, pt);
+    if (r == QLORA_OK && ab) r = qlora__abuf_reserve(ctx, ab);
+    if (r != QLORA_OK) { qlora_train_free(t); return r; }
     *out = t;
     return QLORA_OK;
 }
@@ -8647,6 +8673,45 @@ static qlora_result qlora__attention(qlora_ctx *ctx, qlora_train *t, qlora__acts
     if (r != QLORA_OK) return r;
     qlora_parallel_for(ctx, qlora__attention_task, &aj);
     return QLORA_OK;
+}
+
+// Kernel working memory of a step, planned before step 1: the per-thread GEMM panels (the largest
+// over every product of the step) and attention tiles, and the bf16 copy of the widest activation
+// operand (--bf16). qlora_train_create reserves both, so no step allocates.
+static void qlora__train_kernel_plan(const qlora_ctx *ctx, const qlora_train *t, size_t *per_thread, size_t *abuf) {
+    const qlora_model *m = t->m;
+    size_t sc = 0, ab = 0, N = (size_t)t->N;
+    int bf = t->bf16;
+    qlora__gemm_job j;
+    qlora_tensor w;
+#define QLORA__PLAN(W_, trans_, bf16_, M_) do { \
+        qlora__gemm_setup(ctx, (W_), (trans_), (bf16_), &j); \
+        sc = QLORA__MAX(sc, qlora__gemm_scratch(&j)); \
+        if (bf16_) ab = QLORA__MAX(ab, (size_t)(M_) * j.lda16); \
+    } while (0)
+#define QLORA__PLAN_F32(ne0_, rows_, trans_) do { \
+        qlora__tensor_init(&w, QLORA_TYPE_F32, (ne0_), (rows_), NULL); w.n_dims = 2; \
+        QLORA__PLAN(&w, (trans_), 0, N); \
+    } while (0)
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < QLORA_MOD_COUNT; k++) {
+            const qlora_tensor *W = qlora__module_weight(m, l, (qlora_module)k);
+            if (!W || !W->data || W->ne[0] <= 0) continue;
+            QLORA__PLAN(W, 1, bf, N);
+            QLORA__PLAN(W, 0, bf, N);
+            if (!t->lora || !qlora_lora_get(t->lora, l, (qlora_module)k)) continue;
+            int64_t in = W->ne[0], out = W->ne[1], r = t->r;
+            QLORA__PLAN_F32(in, r, 1); QLORA__PLAN_F32(in, r, 0);         // A: forward, dh += dlu A
+            QLORA__PLAN_F32(r, out, 1); QLORA__PLAN_F32(r, out, 0);       // B: forward, dlu = dy B
+            QLORA__PLAN_F32(in, (int64_t)N, 0); QLORA__PLAN_F32(out, (int64_t)N, 0);   // dA, dB
+        }
+    if (m->output.data) { QLORA__PLAN(&m->output, 1, bf, t->chunk); QLORA__PLAN(&m->output, 0, bf, t->chunk); }
+#undef QLORA__PLAN
+#undef QLORA__PLAN_F32
+    int nr;
+    qlora_ctx_gemm(ctx, NULL, &nr, NULL);
+    *per_thread = QLORA__MAX(sc, qlora__att_scratch(t, (size_t)nr));
+    *abuf = ab;
 }
 
 static const float *qlora__norm_w(qlora_train *t, const qlora_tensor *w) {
@@ -9094,7 +9159,7 @@ QLORA__DEF qlora_result qlora_trainer_run(qlora_ctx *ctx, const qlora_model *m, 
     for (int i = 0; i < GA; i++) if ((r = qlora_batch_init(ctx, &bs[i], B, T)) != QLORA_OK) goto done;
     {
         qlora_train_memory_plan plan;
-        qlora_train_memory(m, l, &tc, &plan);
+        qlora_train_memory(ctx, m, l, &tc, &plan);
         sum.memory_planned = plan.total + qlora_optim_state_bytes(&cfg.optim, seg, nseg);
     }
     tr.ctx = ctx; tr.m = m; tr.l = l; tr.cfg = &cfg; tr.opt = opt; tr.L = &L;

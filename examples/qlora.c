@@ -356,7 +356,7 @@ static int cmd_finetune(qlora_ctx *ctx, qlora_model *m, const args *a) {
     {
         qlora_train_config shape = { tc.batch, tc.seq_len, tc.grad_checkpointing, tc.bf16 };
         qlora_train_memory_plan plan;
-        qlora_train_memory(m, l, &shape, &plan);
+        qlora_train_memory(ctx, m, l, &shape, &plan);
         size_t nseg = qlora_lora_segments(l, NULL, 0);
         size_t *seg = (size_t *)calloc(nseg ? nseg : 1, sizeof *seg);
         qlora_lora_segments(l, seg, nseg);
@@ -365,8 +365,8 @@ static int cmd_finetune(qlora_ctx *ctx, qlora_model *m, const args *a) {
         size_t ob = qlora_optim_state_bytes(&oc, seg, nseg);
         free(seg);
         size_t wb = qlora_model_weight_bytes(m);
-        fprintf(stderr, "memory plan: weights %.1f MiB + activations %.1f MiB + scratch %.1f MiB + adapter %.1f MiB + optimizer %.1f MiB%s = %.1f MiB\n",
-                wb / 1048576.0, plan.activations / 1048576.0, plan.scratch / 1048576.0, plan.lora / 1048576.0, ob / 1048576.0,
+        fprintf(stderr, "memory plan: weights %.1f MiB + activations %.1f MiB + scratch %.1f MiB + kernel panels %.1f MiB + adapter %.1f MiB + optimizer %.1f MiB%s = %.1f MiB\n",
+                wb / 1048576.0, plan.activations / 1048576.0, plan.scratch / 1048576.0, plan.kernels / 1048576.0, plan.lora / 1048576.0, ob / 1048576.0,
                 oc.kind == QLORA_OPTIM_PAGED_ADAMW_8BIT || oc.kind == QLORA_OPTIM_PAGED_ADAMW_32BIT ? " (paged file)" : "",
                 (wb + plan.total + ob) / 1048576.0);
     }

@@ -4,8 +4,18 @@
    over an NF4 + double-quant base, with and without gradient checkpointing.
    Numeric gradients use the 4-point stencil (-f(2e) + 8f(e) - 8f(-e) + f(-2e)) / 12e with the
    objective accumulated in double; the reported metric is ||g_analytic - g_numeric|| / ||g_numeric||. */
+#include <stddef.h>
+/* counting allocator: a training step must not allocate (memory is planned by qlora_train_create) */
+static size_t g_allocs;
+static void *count_malloc(size_t n);
+static void *count_realloc(void *p, size_t n);
+#define QLORA_MALLOC(sz, u) count_malloc(sz)
+#define QLORA_REALLOC(p, sz, u) count_realloc((p), (sz))
+#define QLORA_FREE(p, u) free(p)
 #define QLORA_IMPLEMENTATION
 #include "qlora.h"
+static void *count_malloc(size_t n) { g_allocs++; return malloc(n); }
+static void *count_realloc(void *p, size_t n) { g_allocs++; return realloc(p, n); }
 #include "qlora_test.h"
 
 static uint64_t rng = 88172645463325252ull;
@@ -208,8 +218,11 @@ static void test_bf16(const char *path) {
         CHECK(qlora_train_create(g_ctx, m, l, &tc, &t) == QLORA_OK);
         int n;
         qlora_lora_zero_grad(l);
+        size_t a0 = g_allocs;
         CHECK(qlora_train_forward(g_ctx, t, tok, lab, 1.0f, 5, &loss[b], &n, NULL) == QLORA_OK);
         CHECK(qlora_train_backward(g_ctx, t) == QLORA_OK);
+        printf("%-44s %zu allocations in a step (want 0)\n", b ? "  bf16 step" : "f32 step (nf4+dq, all-linear, ckpt)", g_allocs - a0);
+        CHECK(g_allocs == a0);
         g[b] = (float *)malloc(sizeof(float) * l->n_params);
         memcpy(g[b], l->grads, sizeof(float) * l->n_params);
         qlora_train_free(t);
