@@ -8479,10 +8479,9 @@ static qlora_result qlora__lin_fwd(qlora_ctx *ctx, qlora_train *t, int layer, ql
         hin = t->hd;
     }
     if ((r = qlora__mm_f32(ctx, lu, hin, md->A, t->N, in, t->r)) != QLORA_OK) return r;
-    if ((r = qlora__mm_f32(ctx, t->tmp, lu, md->B, t->N, t->r, out)) != QLORA_OK) return r;
-    float s = t->lora->scaling;
-    qlora__add(ctx, y, NULL, t->tmp, s, t->N, out);
-    return QLORA_OK;
+    float s = t->lora->scaling;                                   // y += (s lu) B^T, accumulated in place
+    for (size_t i = 0; i < (size_t)t->N * t->r; i++) t->dlu[i] = s * lu[i];
+    return qlora__gemm_f32(ctx, t->dlu, (size_t)t->r, md->B, (size_t)t->r, (size_t)out, 1, (size_t)t->N, y, (size_t)out, 1);
 }
 
 // Backward of the LoRA linear: dh (N, in) += dy W + s*(dy B) A ⊙ mask; grads of A, B, bias.
