@@ -116,8 +116,12 @@ compile-checks: | build
 check-generated:
 	$(PYTHON) gen/generate.py --check
 
+# The sanitized binaries share build/: it is cleaned before and after, so no later `make bench`
+# or `make demo` picks up an instrumented build/qlora.
 sanitize:
-	$(MAKE) clean-build && QLORA_SANITIZE=1 $(MAKE) test CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+	$(MAKE) clean-build
+	QLORA_SANITIZE=1 $(MAKE) test CFLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"; \
+	s=$$?; $(MAKE) clean-build; exit $$s
 
 clean-build:
 	rm -rf build

@@ -47,7 +47,7 @@
      QLORA_NO_SIMD              impl     never use the generated SIMD kernels
      QLORA_NO_AVX2 / QLORA_NO_AVX512 / QLORA_NO_AVX512BF16 / QLORA_NO_NEON     deny one ISA
      QLORA_NO_THREADS           impl     no pthreads; everything runs on the caller's thread
-     QLORA_GEMM_MIN_T           impl     tokens from which qlora_matmul runs as a GEMM [16]
+     QLORA_GEMM_MIN_T           impl     tokens from which qlora_matmul runs as a GEMM [48]
 
    ENVIRONMENT
      QLORA_ISA=ref|scalar|avx2|avx512|avx512bf16|neon   caps the kernels of every ctx created
@@ -2450,7 +2450,7 @@ QLORA__DEF qlora_result qlora_matvec(qlora_ctx *ctx, const qlora_tensor *W, cons
 static qlora_result qlora__gemm_w(qlora_ctx *ctx, const qlora_tensor *W, int trans_w, const float *A, size_t lda,
                                   size_t M, float *C, size_t ldc, int acc, int bf16);
 #ifndef QLORA_GEMM_MIN_T
-#define QLORA_GEMM_MIN_T 16   // from this many tokens on, qlora_matmul runs as a GEMM (>>gemm)
+#define QLORA_GEMM_MIN_T 48   // from this many tokens on, qlora_matmul runs as a GEMM (>>gemm)
 #endif
 
 QLORA__DEF qlora_result qlora_matmul(qlora_ctx *ctx, const qlora_tensor *W, const float *X, size_t T, float *Y) {
@@ -4797,7 +4797,7 @@ QLORA__DEF qlora_result qlora_kv_cache_create(qlora_ctx *ctx, const qlora_model 
     qlora_kv_cache *kv = QLORA__CALLOC_T(qlora_kv_cache, 1);
     if (!kv) return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "kv cache: out of memory");
     kv->n_ctx = n_ctx;
-    kv->max_T = 16;
+    kv->max_T = 64;   // prompt chunk: large enough for the batched GEMM path (QLORA_GEMM_MIN_T)
     kv->L = c->n_layers;
     kv->kv_dim = c->n_kv_heads * c->head_dim;
     size_t T = (size_t)kv->max_T, qd = (size_t)c->n_heads * (size_t)c->head_dim, cache;
