@@ -36,7 +36,7 @@ static const char *usage =
     "  --double-quant         double-quantize the absmax scales (QLoRA)\n"
     "  --blocksize N          quantization block size, 32..4096 (default 64)\n"
     "  --threads N            worker threads (default: all cores)\n"
-    "  --isa ref|scalar|avx2|avx512       force an instruction set (default: best detected)\n"
+    "  --isa ref|scalar|avx2|avx512|avx512bf16|amx|neon   cap the instruction set (default: best detected)\n"
     "  -v                     timings and memory on stderr\n"
     "\n"
     "finetune options (Hugging Face names):\n"
@@ -146,7 +146,7 @@ static int parse_args(int argc, char **argv, args *a) {
             NEEDV();
             int k;
             for (k = 1; k < QLORA_ISA_COUNT; k++) if (!strcmp(v, qlora_isa_name((qlora_isa)k))) break;
-            if (k == QLORA_ISA_COUNT) { fprintf(stderr, "qlora: --isa: unknown '%s' (ref, scalar, avx2, avx512, neon)\n", v); return 0; }
+            if (k == QLORA_ISA_COUNT) { fprintf(stderr, "qlora: --isa: unknown '%s' (ref, scalar, avx2, avx512, neon, avx512bf16, amx)\n", v); return 0; }
             a->isa = (qlora_isa)k;
         }
         else if (f[0] == '-' && f[1]) { fprintf(stderr, "qlora: unknown option '%s' (see qlora help)\n", f); return 0; }
