@@ -987,6 +987,11 @@ QLORA_API qlora_result qlora_find_last_checkpoint(qlora_ctx *ctx, const char *di
 #include <float.h>
 #include <limits.h>
 #include <assert.h>
+// glibc fixes its feature set at the first system header: if one came before qlora.h (without
+// _GNU_SOURCE / -std=gnu99), mmap, mkstemp, ftruncate, syscall... would be undeclared. Say so.
+#if defined(__GLIBC__) && !defined(__USE_XOPEN2K8)
+#error "qlora.h: the QLORA_IMPLEMENTATION file must include qlora.h before any system header, or be compiled with -D_GNU_SOURCE (or -std=gnu99)"
+#endif
 
 #if defined(QLORA_MALLOC) && defined(QLORA_FREE) && defined(QLORA_REALLOC)
 #elif !defined(QLORA_MALLOC) && !defined(QLORA_FREE) && !defined(QLORA_REALLOC)
