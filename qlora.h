@@ -77,6 +77,10 @@
                thread count and across checkpoint/resume.
 
    RECENT REVISIONS
+     0.3.0 (2026-11-25) performance: generated deq / f32 + bf16 GEMM tiles (AVX2, AVX-512,
+                        AVX-512-BF16, AMX, NEON) behind BLIS-style quantized GEMM drivers, flash
+                        attention, --bf16, generated dropout and exp, allocation-free steps,
+                        QLORA_ISA, batched prompt prefill
      0.2.0 (2026-11-25) QLoRA training: LoRA (PEFT semantics) over frozen quantized weights,
                         forward/backward + gradient checkpointing, AdamW / 8-bit / paged,
                         data formats, trainer with atomic checkpoints and exact resume, PEFT and
@@ -92,9 +96,9 @@
 
 // >>version
 #define QLORA_VERSION_MAJOR 0
-#define QLORA_VERSION_MINOR 2
+#define QLORA_VERSION_MINOR 3
 #define QLORA_VERSION_PATCH 0
-#define QLORA_VERSION_STRING "0.2.0"
+#define QLORA_VERSION_STRING "0.3.0"
 
 #include <stddef.h>
 #include <stdint.h>
