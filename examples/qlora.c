@@ -436,7 +436,10 @@ int main(int argc, char **argv) {
     cc.n_threads = a.threads;
     cc.force_isa = a.isa;
     qlora_ctx *ctx = NULL;
-    if (qlora_ctx_create(&cc, &ctx) != QLORA_OK) return die("%s", "cannot create context (out of memory or unsupported --isa on this CPU)");
+    qlora_result cr = qlora_ctx_create(&cc, &ctx);
+    if (cr == QLORA_ERR_INVALID_ARG && getenv("QLORA_ISA"))
+        return die("QLORA_ISA=%s: unknown instruction set (ref, scalar, avx2, avx512, avx512bf16, amx, neon)", getenv("QLORA_ISA"));
+    if (cr != QLORA_OK) return die("cannot create context: %s", qlora_result_string(cr));
     int rc = 1;
     qlora_model *m = NULL;
     qlora_lora *adapter = NULL;

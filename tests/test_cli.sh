@@ -93,6 +93,7 @@ if need $SMOL; then
   expect_err "gguf cut inside metadata" "trunc2.gguf: \\(truncated\\|corrupt\\)" $Q info $T/trunc2.gguf
   printf 'GGUX\3\0\0\0' > $T/magic.gguf; head -c 5000 $SMOL | tail -c +9 >> $T/magic.gguf
   expect_err "wrong magic" "magic.gguf: not a recognised model" $Q info $T/magic.gguf
+  expect_err "unknown QLORA_ISA" "QLORA_ISA=avx1024: unknown instruction set" env QLORA_ISA=avx1024 $Q info $T/magic.gguf
   python3 - "$SMOL" "$T" <<'EOF'
 import sys, struct
 src, T = sys.argv[1], sys.argv[2]
