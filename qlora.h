@@ -2563,7 +2563,7 @@ struct qlora__gemm_job {
     void (*fill)(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, float *panel, float *tmp);
     qlora_gemm_fn gemm;
     size_t mr, nr, kc, pw;      // micro tile, K block, panel width (multiple of nr)
-    int split_m;
+    int split_m, trans;         // trans: B = deq(W)^T (fill_nt), else deq(W) (fill_nn)
     const qlora_ctx *ctx;
     int bf16;                   // bf16 x bf16 -> f32 micro-kernel on A16 and converted panels
     const uint32_t *A16;        // A as bf16 pairs, rows of lda16 u32 (K rounded up to even)
@@ -2571,34 +2571,41 @@ struct qlora__gemm_job {
     qlora_gemm_bf16_fn gemm16;
 };
 
-// panel[s][k][jj] = deq(W)[n0 + s*nr + jj][k0 + k]   (rows of W are the N index)
-static void qlora__fill_nt(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, float *panel, float *tmp) {
-    size_t nr = j->nr;
-    for (size_t r = 0; r < nw; r++) qlora__deq_row(ctx, j->W, n0 + r, k0, kc, tmp + r * kc);
+// Pack a row-major f32 matrix block into GEMM panels (ceil(nw / nr) sub-panels of kc x nr, zero-padded):
+//   nt: panel[k][j] = B[(n0 + j) * ldb + k0 + k]        nn: panel[k][j] = B[(k0 + k) * ldb + n0 + j]
+static void qlora__pack_nt(float *panel, const float *B, size_t ldb, size_t n0, size_t nw, size_t k0, size_t kc, size_t nr) {
     for (size_t s = 0; s * nr < nw; s++) {
         float *p = panel + s * kc * nr;
-        size_t nv = QLORA__MIN(nr, nw - s * nr);
-        for (size_t k = 0; k < kc; k++) {
-            const float *src = tmp + (s * nr) * kc + k;
-            size_t jj = 0;
-            for (; jj < nv; jj++) p[k * nr + jj] = src[jj * kc];
-            for (; jj < nr; jj++) p[k * nr + jj] = 0.0f;
+        for (size_t jj = 0; jj < nr; jj++) {
+            if (s * nr + jj < nw) {
+                const float *src = B + (n0 + s * nr + jj) * ldb + k0;
+                for (size_t k = 0; k < kc; k++) p[k * nr + jj] = src[k];
+            } else {
+                for (size_t k = 0; k < kc; k++) p[k * nr + jj] = 0.0f;
+            }
         }
     }
 }
-
-// panel[s][k][jj] = deq(W)[k0 + k][n0 + s*nr + jj]   (rows of W are the K index)
-static void qlora__fill_nn(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, float *panel, float *tmp) {
-    size_t nr = j->nr;
-    for (size_t k = 0; k < kc; k++) {
-        qlora__deq_row(ctx, j->W, k0 + k, n0, nw, tmp);
-        for (size_t s = 0; s * nr < nw; s++) {
+static void qlora__pack_nn(float *panel, const float *B, size_t ldb, size_t k0, size_t kc, size_t n0, size_t nw, size_t nr) {
+    for (size_t s = 0; s * nr < nw; s++) {
+        size_t nv = QLORA__MIN(nr, nw - s * nr);
+        for (size_t k = 0; k < kc; k++) {
             float *p = panel + (s * kc + k) * nr;
-            size_t nv = QLORA__MIN(nr, nw - s * nr);
-            memcpy(p, tmp + s * nr, nv * sizeof(float));
+            memcpy(p, B + (k0 + k) * ldb + n0 + s * nr, nv * sizeof(float));
             for (size_t jj = nv; jj < nr; jj++) p[jj] = 0.0f;
         }
     }
+}
+// panel[s][k][jj] = deq(W)[n0 + s*nr + jj][k0 + k]   (rows of W are the N index): deq the rows, pack
+static void qlora__fill_nt(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, float *panel, float *tmp) {
+    for (size_t r = 0; r < nw; r++) qlora__deq_row(ctx, j->W, n0 + r, k0, kc, tmp + r * kc);
+    qlora__pack_nt(panel, tmp, kc, 0, nw, 0, kc, j->nr);
+}
+
+// panel[s][k][jj] = deq(W)[k0 + k][n0 + s*nr + jj]   (rows of W are the K index): deq the rows, pack
+static void qlora__fill_nn(const qlora_ctx *ctx, const qlora__gemm_job *j, size_t k0, size_t kc, size_t n0, size_t nw, float *panel, float *tmp) {
+    for (size_t k = 0; k < kc; k++) qlora__deq_row(ctx, j->W, k0 + k, n0, nw, tmp + k * nw);
+    qlora__pack_nn(panel, tmp, nw, 0, kc, 0, nw, j->nr);
 }
 
 // bf16 panels: p16[s][q][jj] = bf16 pair (k = 2q, 2q + 1) of column n0 + s*nr + jj, zero-padded.
@@ -2662,7 +2669,7 @@ static void qlora__gemm_task(void *arg, int ith, int nth) {
             size_t kc = QLORA__MIN(kcmax, j->K - k0), kp = QLORA__PAIRS16(kc);
             int acc = j->acc || k0 > 0;
             if (j->bf16) {                  // the f32 panel's space holds the converted rows
-                if (j->fill == qlora__fill_nt) qlora__fill_nt16(j->ctx, j, k0, kc, n0, nw, p16, tmp, (uint32_t *)panel);
+                if (j->trans) qlora__fill_nt16(j->ctx, j, k0, kc, n0, nw, p16, tmp, (uint32_t *)panel);
                 else qlora__fill_nn16(j->ctx, j, k0, kc, n0, nw, p16, tmp, (uint32_t *)panel);
                 for (size_t i = m0; i < m1; i += mr)
                     for (size_t s = 0; s * nr < nw; s++)
@@ -2722,7 +2729,7 @@ static void qlora__gemm_setup(const qlora_ctx *ctx, const qlora_tensor *W, int t
     size_t bs = qlora_type_is_bnb(W->type) ? (size_t)W->blocksize : QLORA__QK;
     size_t unit = bs <= 256 ? bs : 1;               // keep K blocks / panel columns on block edges
     if (trans_w) {                                  // K = ne0 (within a row), N = rows
-        j.K = ne0; j.N = rows; j.fill = qlora__fill_nt;
+        j.K = ne0; j.N = rows; j.fill = qlora__fill_nt; j.trans = 1;
         j.pw = 2 * j.nr;
         j.kc = j.K <= 1024 ? j.K : QLORA__MAX(unit, 512 / unit * unit);
     } else {                                        // K = rows, N = ne0
@@ -8101,15 +8108,6 @@ done:
 // (qlora__matmul_t); only A, B (and trainable biases) receive gradients. With gradient
 // checkpointing only each block's input is kept and the block is recomputed before its backward.
 
-// ---- small threaded f32 GEMMs used by the LoRA path and the backward -------------------------
-// Out (N, O) = X (N, K) . W^T with W an f32 (O, K) matrix: qlora_matmul on a wrapper tensor.
-static qlora_result qlora__mm_f32(qlora_ctx *ctx, float *out, const float *X, const float *W, int N, int K, int O) {
-    qlora_tensor w;
-    qlora__tensor_init(&w, QLORA_TYPE_F32, K, O, W);
-    w.n_dims = 2;
-    return qlora_matmul(ctx, &w, X, (size_t)N, out);
-}
-
 // dX (N, ne0) += dY (N, ne1) . W      — the backward-input product through a frozen weight (>>gemm).
 static qlora_result qlora__matmul_t(qlora_ctx *ctx, const qlora_tensor *W, const float *dY, size_t N, float *dX, int bf16) {
     return qlora__gemm_w(ctx, W, 0, dY, (size_t)W->ne[1], N, dX, (size_t)W->ne[0], 1, bf16);
@@ -8246,7 +8244,6 @@ QLORA__DEF qlora_result qlora_train_create(qlora_ctx *ctx, const qlora_model *m,
     if (l && l->n_layers != m->cfg.n_layers) return QLORA__ERR(ctx, QLORA_ERR_SHAPE, "train: adapter has %d layers, model %d", l->n_layers, m->cfg.n_layers);
     qlora_train *t = QLORA__CALLOC_T(qlora_train, 1);
     if (!t) return QLORA__ERR(ctx, QLORA_ERR_OUT_OF_MEMORY, "train: out of memory");
-    t->m = m;
     qlora__train_dims(t, m, l, cfg);
     size_t L = (size_t)m->cfg.n_layers, na = t->ckpt ? 1 : L, af = qlora__acts_floats(t);
     size_t total = (L + 1) * (size_t)t->N * t->C + na * af + qlora__train_scratch_floats(t);
@@ -8314,7 +8311,8 @@ struct qlora__rows {
     size_t n;                              // rows
     float *y, *rs;                         // output rows, per-row scalar (rstd)
     const float *a, *b, *c;                // inputs
-    int C, T, heads, D;                    // row width / sequence / heads / head dim (dropout: acc)
+    int C, T, heads, D;                    // row width / sequence / heads / head dim
+    int acc;                               // dropout: accumulate into y (the backward)
     float f;                               // eps, sign, scale, p ...
     uint64_t seed;
     const qlora_train *t;
@@ -8458,16 +8456,16 @@ static void qlora__ce_rows(const qlora__rows *j, size_t r0, size_t r1) {
 }
 
 // LoRA dropout (dispatched kernel, counter hash over the element index row * C + col), so the
-// forward, the recompute and the backward drop the same elements: y = dropout(a) (D = 0) or
-// y += dropout'(a) (D = 1, the backward through the mask).
+// forward, the recompute and the backward drop the same elements: y = dropout(a) (acc = 0) or
+// y += dropout'(a) (acc = 1, the backward through the mask).
 static void qlora__dropout_rows(const qlora__rows *j, size_t r0, size_t r1) {
     size_t C = (size_t)j->C;
-    j->t->ctx_kern->dropout(j->a + r0 * C, j->y + r0 * C, (r1 - r0) * C, (uint32_t)(r0 * C), j->seed, j->f, j->D);
+    j->t->ctx_kern->dropout(j->a + r0 * C, j->y + r0 * C, (r1 - r0) * C, (uint32_t)(r0 * C), j->seed, j->f, j->acc);
 }
 static void qlora__dropout(qlora_ctx *ctx, const qlora_train *t, float *y, const float *x, int C, float p, uint64_t seed, int acc) {
     qlora__rows j;
     memset(&j, 0, sizeof j);
-    j.fn = qlora__dropout_rows; j.n = (size_t)t->N; j.y = y; j.a = x; j.C = C; j.f = p; j.seed = seed; j.D = acc; j.t = t;
+    j.fn = qlora__dropout_rows; j.n = (size_t)t->N; j.y = y; j.a = x; j.C = C; j.f = p; j.seed = seed; j.acc = acc; j.t = t;
     qlora__par_rows(ctx, &j);
 }
 static uint64_t qlora__dropout_seed(const qlora_train *t, int layer, qlora_module mod) {
@@ -8493,7 +8491,7 @@ static qlora_result qlora__lin_fwd(qlora_ctx *ctx, qlora_train *t, int layer, ql
         qlora__dropout(ctx, t, t->hd, h, in, p, qlora__dropout_seed(t, layer, mod), 0);
         hin = t->hd;
     }
-    if ((r = qlora__mm_f32(ctx, lu, hin, md->A, t->N, in, t->r)) != QLORA_OK) return r;
+    if ((r = qlora__gemm_f32(ctx, hin, (size_t)in, md->A, (size_t)in, (size_t)t->r, 1, (size_t)t->N, lu, (size_t)t->r, 0)) != QLORA_OK) return r;
     float s = t->lora->scaling;                                   // y += (s lu) B^T, accumulated in place
     for (size_t i = 0; i < (size_t)t->N * t->r; i++) t->dlu[i] = s * lu[i];
     return qlora__gemm_f32(ctx, t->dlu, (size_t)t->r, md->B, (size_t)t->r, (size_t)out, 1, (size_t)t->N, y, (size_t)out, 1);
@@ -8534,31 +8532,6 @@ static qlora_result qlora__lin_bwd(qlora_ctx *ctx, qlora_train *t, int layer, ql
 // Threads own (batch, kv head) pairs, so the GQA heads that share dK/dV rows never race.
 #define QLORA__ATT_BLK 64
 
-// Pack a row-major f32 matrix block into GEMM panels (ceil(nw / nr) sub-panels of kc x nr, zero-padded):
-//   nt: panel[k][j] = B[(n0 + j) * ldb + k0 + k]        nn: panel[k][j] = B[(k0 + k) * ldb + n0 + j]
-static void qlora__pack_nt(float *panel, const float *B, size_t ldb, size_t n0, size_t nw, size_t k0, size_t kc, size_t nr) {
-    for (size_t s = 0; s * nr < nw; s++) {
-        float *p = panel + s * kc * nr;
-        for (size_t jj = 0; jj < nr; jj++) {
-            if (s * nr + jj < nw) {
-                const float *src = B + (n0 + s * nr + jj) * ldb + k0;
-                for (size_t k = 0; k < kc; k++) p[k * nr + jj] = src[k];
-            } else {
-                for (size_t k = 0; k < kc; k++) p[k * nr + jj] = 0.0f;
-            }
-        }
-    }
-}
-static void qlora__pack_nn(float *panel, const float *B, size_t ldb, size_t k0, size_t kc, size_t n0, size_t nw, size_t nr) {
-    for (size_t s = 0; s * nr < nw; s++) {
-        size_t nv = QLORA__MIN(nr, nw - s * nr);
-        for (size_t k = 0; k < kc; k++) {
-            float *p = panel + (s * kc + k) * nr;
-            memcpy(p, B + (k0 + k) * ldb + n0 + s * nr, nv * sizeof(float));
-            for (size_t jj = nv; jj < nr; jj++) p[jj] = 0.0f;
-        }
-    }
-}
 // C (M x nw) [+]= A (M x kc) . panel, on the calling thread
 static void qlora__gemm_serial(const qlora_ctx *ctx, const float *A, size_t lda, const float *panel, size_t kc, size_t nw,
                                size_t M, float *C, size_t ldc, int acc) {
@@ -8569,7 +8542,7 @@ static void qlora__gemm_serial(const qlora_ctx *ctx, const float *A, size_t lda,
                             (int)QLORA__MIN(mr, M - i), (int)QLORA__MIN(nr, nw - s * nr), acc);
 }
 
-typedef struct qlora__att_job { qlora_train *t; qlora__acts *a; int backward; const qlora_ctx *ctx; size_t scratch; } qlora__att_job;
+typedef struct qlora__att_job { qlora_train *t; qlora__acts *a; int backward; const qlora_ctx *ctx; } qlora__att_job;
 
 static size_t qlora__att_scratch(const qlora_train *t, size_t nr) {
     size_t B = QLORA__ATT_BLK, Dp = ((size_t)t->D + nr - 1) / nr * nr, Bp = (B + nr - 1) / nr * nr;
@@ -8682,7 +8655,7 @@ static void qlora__attention_task(void *arg, int ith, int nth) {
     }
 }
 static qlora_result qlora__attention(qlora_ctx *ctx, qlora_train *t, qlora__acts *a, int backward) {
-    qlora__att_job aj = { t, a, backward, ctx, 0 };
+    qlora__att_job aj = { t, a, backward, ctx };
     qlora_result r = qlora__scratch_reserve(ctx, qlora__att_scratch(t, (size_t)ctx->kern->nr));
     if (r != QLORA_OK) return r;
     qlora_parallel_for(ctx, qlora__attention_task, &aj);

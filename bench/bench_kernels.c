@@ -690,7 +690,6 @@ static void bench_drivers(void) {
     printf("  fwd Y = X deq(W)^T (qlora_matmul), bwd dX += dY deq(W) (qlora__gemm_w); GFLOP/s = 2*M*in*out/t;\n");
     {
         const char *nm = NULL;
-        qlora_ctx_gemm_bf16(NULL, NULL, NULL, NULL);
         qlora_ctx_config cc0; memset(&cc0, 0, sizeof cc0); cc0.n_threads = 1;
         qlora_ctx *c0 = NULL;
         if (qlora_ctx_create(&cc0, &c0) == QLORA_OK) { qlora_ctx_gemm_bf16(c0, NULL, NULL, &nm); qlora_ctx_destroy(c0); }
